@@ -1,0 +1,16 @@
+"""mmgfn: GFN (Gain From Neighbors) for mmpretrain and mmdet.
+
+Importing the package makes mmengine's local checkpoint loading work on
+torch >= 2.6 (see :mod:`mmgfn.utils.checkpoint`) and keeps mmpretrain
+importable beside transformers 5 (see :mod:`mmgfn.utils.compat`).
+Components register lazily through the registries' ``locations``; call
+:func:`mmgfn.utils.register_all_modules` to import them all at once.
+"""
+from .utils import (register_local_checkpoint_loader,
+                    skip_mmpretrain_multimodal_with_transformers5)
+from .version import __version__
+
+register_local_checkpoint_loader()
+skip_mmpretrain_multimodal_with_transformers5()
+
+__all__ = ['__version__']

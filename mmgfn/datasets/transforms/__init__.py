@@ -1,0 +1,3 @@
+from .corruption import ImageCorruption
+
+__all__ = ['ImageCorruption']

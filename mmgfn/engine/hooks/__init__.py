@@ -1,0 +1,1 @@
+"""Hooks of mmgfn (registered in :data:`mmgfn.registry.HOOKS`)."""

@@ -1,0 +1,3 @@
+from .amp_optim_wrapper import DeviceAmpOptimWrapper
+
+__all__ = ['DeviceAmpOptimWrapper']

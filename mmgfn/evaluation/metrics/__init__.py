@@ -1,0 +1,1 @@
+"""Metrics of mmgfn (registered in :data:`mmgfn.registry.METRICS`)."""

@@ -1,0 +1,149 @@
+"""What ``tools/train.py`` and ``tools/test.py`` share.
+
+The tools follow mmpretrain's and mmdet's (same flags, same precedence of
+``work_dir``: CLI > config > ``./work_dirs/<config name>``) and add:
+
+* distributed training and testing without a GPU: under
+  ``--launcher pytorch`` (``tools/dist_train.sh``) on a machine where CUDA is
+  unavailable, the process group is initialised with the ``gloo`` backend
+  and models are wrapped in ``MMDistributedDataParallel`` without
+  ``device_ids`` (mmengine 0.10.7 would call ``torch.cuda.set_device``);
+* ``--amp`` on the CPU (bfloat16 autocast, see
+  :class:`mmgfn.engine.optimizers.DeviceAmpOptimWrapper`);
+* preflight checks (:mod:`mmgfn.utils.preflight`) and one-line errors for
+  bad input (missing config, dataset folder or checkpoint, unknown component
+  type). Set ``MMGFN_TRACEBACK=1`` to see the full traceback as well.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+import traceback
+from typing import Callable
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from .preflight import ConfigError, check_file
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """Add ``--cfg-options``, ``--launcher`` and ``--local-rank``, as in
+    mmpretrain's and mmdet's tools."""
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override some settings in the used config, the key-value pair '
+        'in xxx=yyy format will be merged into config file. If the value to '
+        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
+        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
+        'Note that the quotation marks are necessary and that no white space '
+        'is allowed.')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_tool_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse the arguments and export ``LOCAL_RANK`` if the launcher did
+    not."""
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def load_config(path: str) -> Config:
+    """Load a config file, refusing a missing path with a clear message."""
+    check_file(path, 'config file')
+    return Config.fromfile(path)
+
+
+def set_work_dir(cfg: Config, work_dir: str, config_path: str) -> None:
+    """CLI ``--work-dir`` > ``work_dir`` in the config > config name."""
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(config_path))[0])
+
+
+def setup_cpu_distributed(cfg: Config) -> None:
+    """Prepare a distributed run on a machine without CUDA.
+
+    Initialises the default process group with the ``gloo`` backend from
+    torchrun's environment (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``,
+    ``MASTER_PORT``) and lets ``MMDistributedDataParallel`` wrap a CPU
+    model. Does nothing where CUDA is available or for ``launcher='none'``.
+
+    Raises:
+        ConfigError: For a launcher other than ``pytorch`` without CUDA.
+    """
+    launcher = cfg.get('launcher', 'none')
+    if launcher == 'none' or torch.cuda.is_available():
+        return
+    if launcher != 'pytorch':
+        raise ConfigError(
+            f'--launcher {launcher} needs GPUs; without CUDA only '
+            '--launcher pytorch (tools/dist_train.sh, tools/dist_test.sh) '
+            'runs, with the gloo backend')
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
+    cfg.env_cfg.dist_cfg.backend = 'gloo'
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend='gloo')
+    wrapper = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel')
+    wrapper.setdefault('device_ids', None)
+    cfg.model_wrapper_cfg = wrapper
+
+
+def enable_amp(cfg: Config) -> None:
+    """``--amp``: mixed precision on any device (bfloat16 on the CPU)."""
+    cfg.optim_wrapper.type = 'mmgfn.DeviceAmpOptimWrapper'
+    cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+
+
+def build_runner(cfg: Config) -> Runner:
+    """Build the default Runner, or ``cfg.runner_type`` from RUNNERS."""
+    if 'runner_type' not in cfg:
+        return Runner.from_cfg(cfg)
+    return RUNNERS.build(cfg)
+
+
+def _user_error(exc: BaseException) -> str:
+    """The one-line explanation of a bad-input error, or '' if ``exc`` is
+    not one."""
+    if isinstance(exc, (FileNotFoundError, ConfigError)):
+        return str(exc)
+    if isinstance(exc, KeyError) and 'registry' in str(exc):
+        msg = str(exc.args[0]) if exc.args else str(exc)
+        return f'unknown component type: {msg}'
+    return ''
+
+
+def run_cli(main: Callable[[], None]) -> None:
+    """Run a tool's ``main`` and turn bad input into one clear line.
+
+    Bad-input errors (see :func:`_user_error`) print
+    ``<tool>: error: <message>`` on stderr and exit with status 2; any other
+    exception propagates with its traceback. ``MMGFN_TRACEBACK=1`` prints the
+    traceback for bad input too.
+    """
+    try:
+        main()
+    except Exception as exc:  # noqa: BLE001
+        msg = _user_error(exc)
+        if not msg:
+            raise
+        if os.environ.get('MMGFN_TRACEBACK') == '1':
+            traceback.print_exc()
+        tool = osp.basename(sys.argv[0])
+        print(f'{tool}: error: {msg}', file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,112 @@
+"""Shared fixtures: real image files written to temporary folders."""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DIGITS_CONFIG = osp.join(ROOT, 'configs', 'digits',
+                         'resnet-tiny_1xb32_digits.py')
+
+# Each class: a colour (BGR) and a stripe orientation, so that a tiny model
+# separates the classes within a few iterations.
+CLASS_STYLES = [((40, 40, 220), 'h'), ((220, 60, 40), 'v'),
+                ((40, 200, 40), 'h'), ((200, 200, 200), 'v')]
+
+
+def make_image(label: int, rng: np.random.Generator, size: int = 32):
+    """A ``size x size x 3`` uint8 BGR image of class ``label``."""
+    colour, orient = CLASS_STYLES[label]
+    img = np.zeros((size, size, 3), np.float32)
+    stripes = (np.arange(size) // 4) % 2 == 0
+    mask = stripes[:, None] if orient == 'h' else stripes[None, :]
+    img[np.broadcast_to(mask, (size, size))] = colour
+    img += rng.normal(0, 12, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write_image_folder(root: str, num_classes: int = 4, per_class: int = 8,
+                       seed: int = 0) -> str:
+    """Write ``root/{train,val}/<class>/<i>.{png,jpg}`` and return root."""
+    rng = np.random.default_rng(seed)
+    for split in ('train', 'val'):
+        for label in range(num_classes):
+            folder = osp.join(root, split, f'class_{label}')
+            os.makedirs(folder, exist_ok=True)
+            for i in range(per_class):
+                ext = 'png' if i % 2 == 0 else 'jpg'
+                cv2.imwrite(
+                    osp.join(folder, f'{i:03d}.{ext}'), make_image(label, rng))
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """A 4-class ImageFolder of real PNG and JPEG files (8 per class and
+    split)."""
+    return write_image_folder(str(tmp_path / 'images'))
+
+
+def write_coco(root: str, num_images: int = 4, size: int = 64,
+               seed: int = 0) -> str:
+    """Write a small COCO-format detection set: ``root/images/*.jpg`` and
+    ``root/annotations.json`` with two classes (``person``, ``car``)."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(osp.join(root, 'images'), exist_ok=True)
+    images, annotations = [], []
+    for i in range(num_images):
+        img = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
+        x, y, w, h = 8 + 4 * i, 10, 24, 30
+        img[y:y + h, x:x + w] = (30, 30, 220) if i % 2 else (220, 120, 30)
+        name = f'{i:03d}.jpg'
+        cv2.imwrite(osp.join(root, 'images', name), img)
+        images.append(dict(id=i, file_name=name, width=size, height=size))
+        annotations.append(
+            dict(id=i, image_id=i, category_id=1 + i % 2, bbox=[x, y, w, h],
+                 area=w * h, iscrowd=0))
+    categories = [dict(id=1, name='person'), dict(id=2, name='car')]
+    with open(osp.join(root, 'annotations.json'), 'w') as f:
+        json.dump(
+            dict(images=images, annotations=annotations,
+                 categories=categories), f)
+    return root
+
+
+@pytest.fixture
+def coco_folder(tmp_path):
+    return write_coco(str(tmp_path / 'coco'))
+
+
+def digits_options(data_root: str, max_epochs: int = 2) -> list:
+    """``--cfg-options`` that point the digits config at ``data_root`` (a
+    4-class image folder) and shrink it for tests."""
+    opts = [
+        'model.head.num_classes=4', 'data_preprocessor.num_classes=4',
+        f'train_cfg.max_epochs={max_epochs}', 'train_cfg.val_interval=1',
+        f'param_scheduler.T_max={max_epochs}',
+        'default_hooks.logger.interval=1'
+    ]
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        opts += [
+            f'{loader}.dataset.data_root={data_root}',
+            f'{loader}.num_workers=0', f'{loader}.batch_size=8'
+        ]
+    return opts
+
+
+def run_tool(args: list, env: dict = None, timeout: int = 600):
+    """Run ``args`` (a tool path and its arguments) with this interpreter
+    from the repository root; return the CompletedProcess."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
+    cmd = args if args[0].endswith('.sh') else [sys.executable, *args]
+    if args[0].endswith('.sh'):
+        full_env['PYTHON'] = sys.executable
+        cmd = ['bash', *args]
+    return subprocess.run(
+        cmd, cwd=ROOT, env=full_env, capture_output=True, text=True,
+        timeout=timeout)
