@@ -34,6 +34,8 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(exclude=('configs', 'tools', 'tests', 'data')),
     include_package_data=True,
+    # the ImageNet-1k/-A/-R wnid lists
+    package_data={'mmgfn': ['datasets/meta/*.txt']},
     python_requires='>=3.9',
     install_requires=parse_requirements(),
     extras_require={'tests': ['pytest']},

@@ -46,12 +46,16 @@ def test_severity_increases_damage(image):
     assert diffs[0] < diffs[1] < diffs[2]
 
 
-def test_seeded_corruption_is_reproducible_and_keeps_global_rng(image):
+@pytest.mark.parametrize(
+    'corruption',
+    ['shot_noise', 'impulse_noise', 'glass_blur', 'snow', 'spatter'])
+def test_seeded_corruption_is_reproducible_and_keeps_global_rng(
+        image, corruption):
     np.random.seed(123)
     before = np.random.get_state()[1].copy()
-    a = ImageCorruption('shot_noise', 4)(_results(image, 'a.png'))['img']
-    b = ImageCorruption('shot_noise', 4)(_results(image, 'a.png'))['img']
-    c = ImageCorruption('shot_noise', 4)(_results(image, 'c.png'))['img']
+    a = ImageCorruption(corruption, 4)(_results(image, 'a.png'))['img']
+    b = ImageCorruption(corruption, 4)(_results(image, 'a.png'))['img']
+    c = ImageCorruption(corruption, 4)(_results(image, 'c.png'))['img']
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)  # the path seeds a different draw
     assert np.array_equal(np.random.get_state()[1], before)

@@ -9,9 +9,12 @@ import json
 import os
 import os.path as osp
 
+import torch
 from mmengine.dist import is_main_process
 
 import mmgfn  # noqa: F401  checkpoint loading on torch >= 2.6
+from mmgfn.utils.compat import (float32_test_outputs,
+                                run_mmcv_cpu_ops_in_float32)
 from mmgfn.utils.cli import (add_common_args, build_runner, load_config,
                              parse_tool_args, run_cli, set_work_dir,
                              setup_cpu_distributed)
@@ -48,6 +51,9 @@ def merge_args(cfg, args):
     cfg.load_from = args.checkpoint
     if args.amp:
         cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)
+        if not torch.cuda.is_available():
+            # mmcv's CPU RoIAlign/nms have float32 kernels only
+            run_mmcv_cpu_ops_in_float32()
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
             raise ConfigError('--out must be a .pkl or .pickle file, got '
@@ -68,6 +74,9 @@ def main() -> None:
     check_test_config(cfg)
     setup_cpu_distributed(cfg)
     runner = build_runner(cfg)
+    if args.amp and not torch.cuda.is_available():
+        # bfloat16 predictions -> float32 for the metrics (numpy)
+        float32_test_outputs(runner.model)
     metrics = runner.test()
     if not is_main_process():
         return

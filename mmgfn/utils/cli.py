@@ -147,3 +147,32 @@ def run_cli(main: Callable[[], None]) -> None:
         tool = osp.basename(sys.argv[0])
         print(f'{tool}: error: {msg}', file=sys.stderr)
         sys.exit(2)
+
+
+def add_dataset_pass_args(parser: argparse.ArgumentParser,
+                          split: str = 'test') -> None:
+    """Arguments of the tools that run a classifier over one of a config's
+    datasets (``tools/build_neighbors.py``, ``tools/analysis_tools/``):
+    ``config``, ``checkpoint``, ``--split``, ``--batch-size``,
+    ``--num-workers``, ``--device``, ``--cfg-options``."""
+    parser.add_argument('config', help='classification config')
+    parser.add_argument('checkpoint', help='checkpoint of the classifier')
+    parser.add_argument(
+        '--split', default=split, choices=['train', 'val', 'test'],
+        help=f'whose dataset to run over, with the test pipeline '
+        f'(default: {split})')
+    parser.add_argument('--batch-size', type=int)
+    parser.add_argument('--num-workers', type=int)
+    parser.add_argument(
+        '--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, key=value')
+
+
+def load_tool_config(args: argparse.Namespace) -> Config:
+    """``args.config`` with ``args.cfg_options`` merged in."""
+    cfg = load_config(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    return cfg

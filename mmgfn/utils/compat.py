@@ -34,3 +34,84 @@ def skip_mmpretrain_multimodal_with_transformers5() -> bool:
                   'do not work with it and are disabled; mmgfn does not use '
                   'them.')
     return True
+
+
+def run_mmcv_cpu_ops_in_float32() -> None:
+    """Let mmcv's RoIAlign and nms run under CPU autocast (``--amp``).
+
+    mmcv 2.1.0's CPU kernels of ``RoIAlign`` and ``nms`` exist for float32
+    only (``NotImplementedError: "ROIAlign_forward" not implemented for
+    'BFloat16'``), so a two-stage detector cannot train or test under
+    bfloat16 autocast on the CPU. After this call, CPU inputs in a half
+    precision are computed in float32 and RoIAlign's output is cast back to
+    the input's dtype; CUDA inputs and float32 inputs take mmcv's own path.
+    Idempotent.
+    """
+    import importlib
+
+    import torch
+
+    # the modules (mmcv.ops re-exports functions under the same names)
+    nms_module = importlib.import_module('mmcv.ops.nms')
+    roi_align_module = importlib.import_module('mmcv.ops.roi_align')
+
+    low = (torch.bfloat16, torch.float16)
+    roi_align = roi_align_module.RoIAlign
+    if not getattr(roi_align.forward, '_mmgfn_float32', False):
+        original_forward = roi_align.forward
+
+        def forward(self, input, rois):
+            if input.is_cuda or input.dtype not in low:
+                return original_forward(self, input, rois)
+            with torch.autocast('cpu', enabled=False):
+                out = original_forward(self, input.float(), rois.float())
+            return out.to(input.dtype)
+
+        forward._mmgfn_float32 = True
+        roi_align.forward = forward
+
+    nms_op = nms_module.NMSop
+    if not getattr(nms_op.forward, '_mmgfn_float32', False):
+        original_nms = nms_op.forward
+
+        def nms_forward(ctx, bboxes, scores, *args, **kwargs):
+            if not bboxes.is_cuda and bboxes.dtype in low:
+                bboxes = bboxes.float()
+            if not scores.is_cuda and scores.dtype in low:
+                scores = scores.float()
+            return original_nms(ctx, bboxes, scores, *args, **kwargs)
+
+        nms_forward._mmgfn_float32 = True
+        nms_op.forward = staticmethod(nms_forward)
+
+
+def float32_test_outputs(model) -> None:
+    """Cast a model's half-precision test outputs to float32 (in place).
+
+    Under CPU autocast (``tools/test.py --amp`` without a GPU) predictions
+    come out in bfloat16, which numpy cannot hold, so mmdet's CocoMetric
+    fails on ``.numpy()``. Wraps ``model.test_step`` so that every floating
+    tensor of the returned data samples (``pred_instances``, ``pred_score``,
+    ...) is float32.
+    """
+    import torch
+    from mmengine.structures import BaseDataElement
+
+    if getattr(model.test_step, '_mmgfn_float32', False):
+        return
+    original = model.test_step
+
+    def cast(value):
+        if isinstance(value, torch.Tensor) and value.dtype in (
+                torch.bfloat16, torch.float16):
+            return value.float()
+        if isinstance(value, BaseDataElement):
+            for key, item in list(value.items()):
+                value.set_field(cast(item), key)
+        return value
+
+    def test_step(data):
+        return [cast(sample) for sample in original(data)]
+
+    test_step._mmgfn_float32 = True
+    model.test_step = test_step

@@ -31,6 +31,9 @@ HOLDOUT_CORRUPTIONS = ('speckle_noise', 'gaussian_blur', 'spatter',
                        'saturate')
 ALL_CORRUPTIONS = BENCHMARK_CORRUPTIONS + HOLDOUT_CORRUPTIONS
 MIN_SIDE = 32
+#: Corruptions of imagecorruptions that take their randomness from a
+#: ``seed`` argument instead of numpy's global generator.
+SEED_ARGUMENT = ('glass_blur', 'impulse_noise')
 
 
 @TRANSFORMS.register_module()
@@ -104,11 +107,16 @@ class ImageCorruption(BaseTransform):
                           severity=self.severity)
         else:
             key = f'{path}|{self.corruption}|{self.severity}'.encode()
+            seed = (zlib.crc32(key) + self.seed) % 2**32
+            # glass_blur and impulse_noise draw from their own generators
+            # unless given a seed; the others use numpy's global one
+            kwargs = dict(seed=seed) if self.corruption in SEED_ARGUMENT \
+                else {}
             state = np.random.get_state()
-            np.random.seed((zlib.crc32(key) + self.seed) % 2**32)
+            np.random.seed(seed)
             try:
                 out = corrupt(rgb, corruption_name=self.corruption,
-                              severity=self.severity)
+                              severity=self.severity, **kwargs)
             finally:
                 np.random.set_state(state)
         out = np.asarray(out)

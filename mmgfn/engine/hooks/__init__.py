@@ -1,1 +1,3 @@
-"""Hooks of mmgfn (registered in :data:`mmgfn.registry.HOOKS`)."""
+from .background_roi_perturbation_hook import BackgroundRoIPerturbationHook
+
+__all__ = ['BackgroundRoIPerturbationHook']

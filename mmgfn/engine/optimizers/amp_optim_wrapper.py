@@ -16,6 +16,7 @@ from mmengine.device import (is_cuda_available, is_mlu_available,
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 
 from mmgfn.registry import OPTIM_WRAPPERS
+from mmgfn.utils.compat import run_mmcv_cpu_ops_in_float32
 
 
 def accelerator_available() -> bool:
@@ -58,6 +59,8 @@ class DeviceAmpOptimWrapper(AmpOptimWrapper):
             raise ValueError('mixed precision on the CPU supports only '
                              f'dtype=bfloat16, got dtype={dtype}')
         OptimWrapper.__init__(self, **kwargs)
+        # mmcv's CPU RoIAlign/nms have float32 kernels only
+        run_mmcv_cpu_ops_in_float32()
         self._scale_update_param = None
         self.loss_scaler = torch.amp.GradScaler('cpu', enabled=False)
         self.cast_dtype = torch.bfloat16

@@ -1,0 +1,172 @@
+"""Loading a classifier and running it over a dataset, outside a Runner.
+
+What ``tools/build_neighbors.py`` and the analysis tools share: a model
+built from a config and a checkpoint (with a plain ``ClsDataPreprocessor``,
+so that a GFN config whose neighbour file does not exist yet can still be
+loaded), a test dataloader with an optional on-the-fly corruption, and one
+pass that collects pre-logits features, predictions and labels.
+
+Shape shorthand: ``N`` samples, ``C`` classes, ``D`` feature dimensions.
+"""
+import copy
+from typing import Dict, Optional
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.runner import Runner, load_checkpoint
+from torch import nn
+
+from mmgfn.models.utils.features import forward_batch
+from mmgfn.registry import MODELS
+from mmgfn.utils.preflight import check_file
+
+#: Options of NeighborAdversarialDataPreprocessor that ClsDataPreprocessor
+#: does not take.
+GFN_PREPROCESSOR_KEYS = ('eta', 'eta_unit', 'topk', 'num_steps', 'mode',
+                         'neighbor_source', 'neighbor_file',
+                         'refresh_interval', 'attack_mode')
+
+
+def plain_preprocessor_cfg(cfg: Config) -> dict:
+    """The config's data preprocessor as a plain ``ClsDataPreprocessor``
+    (same normalisation, no attack, no batch augments)."""
+    pre = dict(cfg.model.get('data_preprocessor') or cfg.get(
+        'data_preprocessor') or {})
+    for key in GFN_PREPROCESSOR_KEYS + ('batch_augments', '_scope_'):
+        pre.pop(key, None)
+    pre['type'] = 'mmpretrain.ClsDataPreprocessor'
+    return pre
+
+
+def load_classifier(cfg: Config,
+                    checkpoint: Optional[str],
+                    device: str = 'cpu') -> nn.Module:
+    """Build the config's mmpretrain classifier, load ``checkpoint``, eval.
+
+    Args:
+        cfg (Config): A classification config.
+        checkpoint (str, optional): Checkpoint path; None keeps the
+            initialisation.
+        device (str): Defaults to 'cpu'.
+
+    Returns:
+        nn.Module: The model, in eval mode, with a plain ClsDataPreprocessor.
+
+    Raises:
+        FileNotFoundError: If the checkpoint is missing.
+        ValueError: If the checkpoint's class count differs from the model's
+            (both numbers given).
+    """
+    init_default_scope(cfg.get('default_scope', 'mmgfn'))
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg['data_preprocessor'] = plain_preprocessor_cfg(cfg)
+    model_cfg.pop('train_cfg', None)
+    model = MODELS.build(model_cfg)
+    if checkpoint:
+        check_file(checkpoint, 'checkpoint')
+        ckpt = load_checkpoint(model, checkpoint, map_location='cpu',
+                               revise_keys=[])
+        meta = (ckpt or {}).get('meta', {}) if isinstance(ckpt, dict) else {}
+        if meta.get('dataset_meta'):
+            model.dataset_meta = meta['dataset_meta']
+    return model.to(device).eval()
+
+
+def build_test_dataloader(cfg: Config,
+                          split: str = 'test',
+                          batch_size: Optional[int] = None,
+                          num_workers: Optional[int] = None,
+                          corruption: Optional[str] = None,
+                          severity: int = 0):
+    """A deterministic dataloader over one of the config's datasets.
+
+    Args:
+        cfg (Config): The config.
+        split (str): ``'train'``, ``'val'`` or ``'test'``: whose dataset.
+            The *test* pipeline is always used (no augmentation).
+        batch_size (int, optional): Defaults to the config's.
+        num_workers (int, optional): Defaults to the config's.
+        corruption (str, optional): Insert ``mmgfn.ImageCorruption`` with
+            this corruption after the image is loaded.
+        severity (int): Its severity (1-5). Defaults to 0 (clean).
+    """
+    loader = copy.deepcopy(cfg.get(f'{split}_dataloader'))
+    if not loader:
+        raise ValueError(f'the config has no {split}_dataloader')
+    test_pipeline = copy.deepcopy(cfg.test_dataloader.dataset.get(
+        'pipeline') or cfg.val_dataloader.dataset.pipeline)
+    dataset = loader['dataset']
+    inner = dataset
+    while 'pipeline' not in inner and isinstance(inner.get('dataset'), dict):
+        inner = inner['dataset']  # dataset wrappers
+    if corruption:
+        test_pipeline = insert_corruption(test_pipeline, corruption,
+                                          severity)
+    inner['pipeline'] = test_pipeline
+    loader['sampler'] = dict(type='DefaultSampler', shuffle=False)
+    loader.pop('batch_sampler', None)
+    if batch_size:
+        loader['batch_size'] = batch_size
+    if num_workers is not None:
+        loader['num_workers'] = num_workers
+        if num_workers == 0:
+            loader['persistent_workers'] = False
+    return Runner.build_dataloader(loader)
+
+
+def insert_corruption(pipeline: list, corruption: str,
+                      severity: int) -> list:
+    """A copy of ``pipeline`` with ``mmgfn.ImageCorruption`` right after the
+    image-loading transform (the first whose type ends in
+    ``LoadImageFromFile``).
+
+    Raises:
+        ValueError: If the pipeline has no such transform.
+    """
+    pipeline = copy.deepcopy(list(pipeline))
+    for i, step in enumerate(pipeline):
+        if str(step.get('type', '')).split('.')[-1] == 'LoadImageFromFile':
+            pipeline.insert(
+                i + 1,
+                dict(type='mmgfn.ImageCorruption', corruption=corruption,
+                     severity=severity))
+            return pipeline
+    raise ValueError('the test pipeline has no LoadImageFromFile step to put '
+                     'the corruption after: '
+                     f'{[s.get("type") for s in pipeline]}')
+
+
+@torch.no_grad()
+def collect_outputs(model: nn.Module,
+                    dataloader,
+                    features: bool = True,
+                    progress: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """One pass of an mmpretrain classifier over a dataloader.
+
+    Args:
+        model (nn.Module): The classifier, in eval mode.
+        dataloader: Batches with ``gt_label``.
+        features (bool): Also collect pre-logits features.
+            Defaults to True.
+        progress (str, optional): Show a progress bar with this title.
+
+    Returns:
+        dict: ``labels`` (``N`` int64), ``preds`` (``N`` int64 top-1),
+        ``logits`` (``N x C``) and, if asked, ``features`` (``N x D``), all
+        on the CPU.
+    """
+    out = dict(labels=[], preds=[], logits=[], features=[])
+    batches = dataloader
+    if progress:
+        from tqdm import tqdm
+        batches = tqdm(dataloader, desc=progress, unit='batch')
+    for data in batches:
+        feats, logits, labels = forward_batch(model, data)
+        if features:
+            out['features'].append(feats)
+        out['logits'].append(logits)
+        out['labels'].append(labels)
+    result = {k: torch.cat(v) for k, v in out.items() if v}
+    result['preds'] = result['logits'].argmax(1)
+    return result

@@ -1,0 +1,298 @@
+"""GFN for detectors: perturb ground-truth RoIs toward the background class.
+
+GFN (CVPR 2025), Sec. 4.3: "some RoIs are often misclassified as
+background" under distribution shift, so the detector is trained on images
+perturbed one gradient-sign step so that the regions of its ground-truth
+objects look *more like background*::
+
+    x' = x - eta * sign(grad_x sum_RoIs CE(cls_score(RoI), background)),
+
+and then trains on ``x'`` with its true annotations. Optionally a share of
+the RoIs is pushed toward a neighbouring class of its label instead (the
+classification attack's Eq. 5 applied to RoIs).
+
+Shape shorthand: ``N`` images, ``R`` ground-truth RoIs in the batch, ``C``
+foreground classes (mmdet's background label is ``C``), ``3 x H x W``
+padded, normalised inputs.
+"""
+import random
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from mmengine.hooks import Hook
+from mmengine.logging import MMLogger
+from torch import Tensor, nn
+
+from mmgfn.models.losses import NeighborWeightedCELoss
+from mmgfn.models.utils import (NeighborTable, find_modules, frozen_model,
+                                head_class_weights, sign_gradient_attack,
+                                step_and_bounds)
+from mmgfn.registry import HOOKS
+
+
+@HOOKS.register_module()
+class BackgroundRoIPerturbationHook(Hook):
+    """Train mmdet two-stage detectors on background-targeted perturbations.
+
+    Use it from an mmdet config::
+
+        custom_hooks = [dict(type='mmgfn.BackgroundRoIPerturbationHook',
+                             eta=0.01)]
+
+    At ``before_train`` the hook attaches a forward hook to the detector's
+    ``data_preprocessor``: every *training* batch it returns (normalised,
+    padded ``N x 3 x H x W`` inputs; ``training=True``) is replaced by
+    ``x'`` before the detector's loss is computed; validation and test
+    batches are untouched. The step is computed on the normalised batch,
+    clipped to the normalised image of pixels ``[0, 255]`` and applied only
+    inside each image (not on the padding). The RoIs are the ground-truth
+    boxes (``gt_instances.bboxes`` in input coordinates); their class scores
+    come from the RoI head's box branch on the backbone+neck features (all
+    stages of a Cascade R-CNN, summed).
+
+    Same rules as the classification attack: parameters, ``.grad``,
+    buffers and optimizer state are unchanged and only the input gradient is
+    computed (:func:`mmgfn.models.utils.frozen_model`); under DDP it runs the
+    wrapped module; under ``--amp`` it runs in the training step's autocast
+    context.
+
+    **Neighbour targets** (``neighbor_ratio > 0``): each RoI is pushed toward
+    a random top-``topk`` neighbour of its label with probability
+    ``neighbor_ratio`` and toward background otherwise. The table is built
+    from the box head's class rows (``fc_cls``, background row dropped) at
+    the first training step, or read from ``neighbor_file``; it is shared
+    with any :class:`NeighborWeightedCELoss` of the detector and saved in
+    checkpoints (``checkpoint['neighbor_table']``) so a resumed run keeps it.
+
+    Args:
+        eta (float): Step, in ``eta_unit``. Defaults to 0.01.
+        eta_unit (str): ``'normalized'`` (on the normalised input, as the
+            classification preprocessor) or ``'pixel'`` (``[0, 1]`` pixel
+            units). Defaults to 'normalized'.
+        num_steps (int): Gradient-sign steps (1 = the paper). Defaults to 1.
+        neighbor_ratio (float): Share of RoIs pushed toward a neighbour
+            class instead of background, in ``[0, 1]``. Defaults to 0.
+        topk (int): Neighbours per class. Defaults to 20.
+        neighbor_file (str, optional): A neighbour file for the detector's
+            classes; None builds the table from the box head.
+        attack_mode (str): ``'eval'`` or ``'train'`` mode of the detector
+            while the step is computed. Defaults to 'eval'.
+        seed (int, optional): Seed of the neighbour draws. Defaults to None.
+
+    Raises:
+        ValueError: On bad options, for a detector without an RoI head, or
+            when the detector's and the dataset's class counts differ.
+    """
+
+    priority = 'NORMAL'
+
+    def __init__(self,
+                 eta: float = 0.01,
+                 eta_unit: str = 'normalized',
+                 num_steps: int = 1,
+                 neighbor_ratio: float = 0.0,
+                 topk: int = 20,
+                 neighbor_file: Optional[str] = None,
+                 attack_mode: str = 'eval',
+                 seed: Optional[int] = None) -> None:
+        if not eta > 0:
+            raise ValueError(f'eta must be > 0, got {eta!r}')
+        if eta_unit not in ('normalized', 'pixel'):
+            raise ValueError(f'eta_unit={eta_unit!r} is not one of '
+                             "['normalized', 'pixel']")
+        if not 0.0 <= neighbor_ratio <= 1.0:
+            raise ValueError(
+                f'neighbor_ratio must be in [0, 1], got {neighbor_ratio!r}')
+        if attack_mode not in ('eval', 'train'):
+            raise ValueError(f"attack_mode={attack_mode!r} is not one of "
+                             "['eval', 'train']")
+        if not isinstance(num_steps, int) or num_steps < 1:
+            raise ValueError(
+                f'num_steps must be an integer >= 1, got {num_steps!r}')
+        self.eta = float(eta)
+        self.eta_unit = eta_unit
+        self.num_steps = num_steps
+        self.neighbor_ratio = float(neighbor_ratio)
+        self.topk = topk
+        self.neighbor_file = neighbor_file
+        self.attack_mode = attack_mode
+        self.generator = torch.Generator()
+        self.generator.manual_seed(
+            random.randrange(2**31) if seed is None else seed)
+        self.table: Optional[NeighborTable] = None
+        self._handle = None
+        self._model: Optional[nn.Module] = None
+
+    # ------------------------------------------------------------- hooks
+    def before_train(self, runner) -> None:
+        """Check the detector and attach the perturbation."""
+        model = getattr(runner.model, 'module', runner.model)
+        self.bind(model, _dataset_classes(runner))
+        self._handle = model.data_preprocessor.register_forward_hook(
+            self._perturb_output, with_kwargs=True)
+
+    def after_train(self, runner) -> None:
+        """Detach the perturbation."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Save the neighbour table with the checkpoint."""
+        if self.table is not None and bool(self.table.built):
+            checkpoint['neighbor_table'] = dict(
+                neighbors=self.table.neighbors.cpu(), source=self.table.source)
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Restore the neighbour table of a resumed run."""
+        saved = checkpoint.get('neighbor_table')
+        if saved is not None and self.table is not None:
+            self.table.load_neighbors(saved['neighbors'], saved['source'])
+        elif saved is not None:
+            self._saved_table = saved
+
+    # ----------------------------------------------------------- attack
+    def bind(self, model: nn.Module,
+             dataset_classes: Optional[Sequence[str]] = None) -> None:
+        """Check ``model`` and prepare the neighbour table.
+
+        Args:
+            model (nn.Module): An mmdet two-stage detector (unwrapped).
+            dataset_classes (Sequence[str], optional): The training set's
+                classes, checked against the detector's.
+        """
+        roi_head = getattr(model, 'roi_head', None)
+        if roi_head is None or not getattr(roi_head, 'with_bbox', False):
+            raise ValueError(
+                f'BackgroundRoIPerturbationHook needs a two-stage detector '
+                f'with an RoI box head (Faster R-CNN, Cascade R-CNN, ...); '
+                f'{type(model).__name__} has none')
+        num_classes = _num_classes(roi_head)
+        if dataset_classes is not None and len(
+                dataset_classes) != num_classes:
+            raise ValueError(
+                f'the detector has {num_classes} classes but the training '
+                f'dataset has {len(dataset_classes)}')
+        self._model = model
+        self.num_classes = num_classes
+        losses = find_modules(model, NeighborWeightedCELoss)
+        if self.neighbor_ratio > 0 or losses:
+            if self.neighbor_file:
+                self.table = NeighborTable.from_file(
+                    self.neighbor_file, num_classes=num_classes,
+                    topk=self.topk)
+            else:
+                self.table = NeighborTable(num_classes, self.topk)
+            saved = getattr(self, '_saved_table', None)
+            if saved is not None:
+                self.table.load_neighbors(saved['neighbors'], saved['source'])
+            for loss in losses:
+                loss.share_neighbor_table(self.table)
+
+    def _perturb_output(self, module, args, kwargs, output):
+        training = kwargs.get('training', args[1] if len(args) > 1 else False)
+        if not training:
+            return output
+        output['inputs'] = self.perturb(output['inputs'],
+                                        output['data_samples'])
+        return output
+
+    def targets(self, labels: Tensor) -> Tensor:
+        """``R`` target classes: background (``C``), or with probability
+        ``neighbor_ratio`` a random neighbour of the label."""
+        targets = torch.full_like(labels, self.num_classes)
+        if self.neighbor_ratio > 0 and labels.numel():
+            pick = torch.rand(labels.shape, generator=self.generator) < \
+                self.neighbor_ratio
+            pick = pick.to(labels.device)
+            if pick.any():
+                nbrs, _ = self.table.sample(labels[pick].cpu(),
+                                            self.generator)
+                targets[pick] = nbrs.to(labels.device)
+        return targets
+
+    def perturb(self, inputs: Tensor, data_samples: list) -> Tensor:
+        """The perturbed batch ``x'``.
+
+        Args:
+            inputs (Tensor): ``N x 3 x H x W`` float, as the data
+                preprocessor returns them (normalised, padded).
+            data_samples (list[DetDataSample]): With ``gt_instances``
+                (``bboxes`` ``R_i x 4`` in input pixels, ``labels``) and
+                ``img_shape``.
+
+        Returns:
+            Tensor: ``N x 3 x H x W``, ``|x' - x| <= eta`` (in ``eta_unit``)
+            inside each image, unchanged on the padding.
+        """
+        from mmdet.structures.bbox import bbox2roi
+        model = self._model
+        if model is None:
+            raise RuntimeError('BackgroundRoIPerturbationHook is not bound '
+                               'to a detector (bind(model) first)')
+        self._maybe_build_table(model)
+        boxes = [s.gt_instances.bboxes for s in data_samples]
+        boxes = [b.tensor if hasattr(b, 'tensor') else b for b in boxes]
+        if sum(len(b) for b in boxes) == 0:
+            return inputs
+        rois = bbox2roi(boxes)
+        labels = torch.cat([s.gt_instances.labels for s in data_samples])
+        targets = self.targets(labels)
+        pre = model.data_preprocessor
+        normalized = getattr(pre, '_enable_normalize', False)
+        step, lower, upper = step_and_bounds(
+            self.eta, self.eta_unit, pre.mean if normalized else None,
+            pre.std if normalized else None, inputs)
+        mask = torch.zeros_like(inputs[:, :1])
+        for i, s in enumerate(data_samples):
+            h, w = s.img_shape[:2]
+            mask[i, :, :h, :w] = 1
+        step = step * mask
+        roi_head = model.roi_head
+
+        def loss_fn(x: Tensor) -> Tensor:
+            feats = model.extract_feat(x)
+            loss = 0.0
+            for scores in _roi_class_scores(roi_head, feats, rois):
+                loss = loss + F.cross_entropy(
+                    scores.float(), targets, reduction='sum')
+            return loss
+
+        with frozen_model(model, eval_mode=self.attack_mode == 'eval'):
+            return sign_gradient_attack(loss_fn, inputs, step, lower, upper,
+                                        self.num_steps, toward=True)
+
+    def _maybe_build_table(self, model: nn.Module) -> None:
+        if self.table is None or bool(self.table.built):
+            return
+        self.table.update_from_embeddings(
+            head_class_weights(model, self.num_classes), source='head')
+        MMLogger.get_current_instance().info(
+            'neighbour table built from the box head\'s class weights '
+            f'(topk={self.table.topk})')
+
+
+def _num_classes(roi_head: nn.Module) -> int:
+    bbox_head = roi_head.bbox_head
+    if isinstance(bbox_head, nn.ModuleList):
+        bbox_head = bbox_head[-1]
+    return bbox_head.num_classes
+
+
+def _roi_class_scores(roi_head: nn.Module, feats, rois: Tensor):
+    """``R x (C + 1)`` class scores of each box stage for ``rois``."""
+    num_stages = getattr(roi_head, 'num_stages', None)
+    if num_stages is None:
+        yield roi_head._bbox_forward(feats, rois)['cls_score']
+        return
+    for stage in range(num_stages):
+        yield roi_head._bbox_forward(stage, feats, rois)['cls_score']
+
+
+def _dataset_classes(runner) -> Optional[Sequence[str]]:
+    """The training set's classes (the train loop builds the dataloader
+    before ``before_train``)."""
+    dataset = getattr(runner.train_dataloader, 'dataset', None)
+    classes = getattr(dataset, 'metainfo', {}).get('classes')
+    return list(classes) if classes else None

@@ -1,0 +1,4 @@
+from .neighbor_adversarial_data_preprocessor import \
+    NeighborAdversarialDataPreprocessor
+
+__all__ = ['NeighborAdversarialDataPreprocessor']

@@ -1,0 +1,344 @@
+"""GFN's neighbour-adversarial data preprocessor for mmpretrain classifiers.
+
+GFN (Gain From Neighbors, CVPR 2025), Eq. 5: each training sample of label
+``c`` is moved one gradient-sign step *toward* a random neighbour ``p`` of
+``c`` (a class similar to ``c``, from the neighbour table),
+
+    x' = x - eta * sign(grad_x CE(f(x), p)),
+
+and the model then trains on ``x'`` with its true label (Eq. 6). With
+``mode='untargeted'`` the step goes *away* from the true label instead,
+``x' = x + eta * sign(grad_x CE(f(x), c))`` (Eq. 3, the paper's "Adv."
+ablation).
+
+Shape shorthand: ``N`` images, ``C`` classes, ``3 x H x W`` inputs.
+"""
+import inspect
+import weakref
+from numbers import Number
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from mmengine.logging import MMLogger
+from mmpretrain.models.utils.data_preprocessor import ClsDataPreprocessor
+from torch import Tensor, nn
+
+from mmgfn.registry import MODELS
+from ..utils.attack import (frozen_model, sign_gradient_attack,
+                            step_and_bounds)
+from ..utils.neighbor_table import (NeighborTable, check_topk, find_modules,
+                                    head_class_weights)
+
+MODES = ('neighbor', 'untargeted')
+ETA_UNITS = ('normalized', 'pixel')
+SOURCES = ('head', 'file')
+
+
+@MODELS.register_module()
+class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
+    """ClsDataPreprocessor that perturbs training batches toward neighbours.
+
+    Validation and test batches (``training=False``) are processed exactly as
+    by :class:`mmpretrain.models.ClsDataPreprocessor`. Training batches are
+    first processed the same way (BGR->RGB, normalisation, padding, batch
+    augments such as Mixup/CutMix), then replaced by the perturbed batch
+    ``x'``, computed on the normalised batch the model sees and clipped to
+    the normalised image of the valid pixel range ``[0, 255]``.
+
+    **Units of eta.** ``eta_unit='normalized'`` (default, the paper's reading:
+    ``requires_grad`` on the normalised batch) makes ``eta`` a step on the
+    normalised input, i.e. ``eta * std / 255`` in ``[0, 1]`` pixel units
+    (0.01 -> about 0.0023 for ImageNet's std). ``eta_unit='pixel'`` makes
+    ``eta`` a step in ``[0, 1]`` pixel units (``eta * 255 / std`` on the
+    normalised input). Either way ``|x' - x| <= eta`` in its unit.
+
+    **Target of a sample.** Its hard label ``gt_label``; after batch
+    augments that mix labels, the class with the largest ``gt_score``.
+    The neighbour is drawn uniformly among the label's top-``topk``
+    neighbours (independently per sample and step of training).
+
+    **The model.** The attack needs the model that owns this preprocessor,
+    but the model must not become a submodule (that would make a cycle in
+    ``state_dict``). The preprocessor keeps a weak reference, set by
+    :meth:`bind` or, automatically, on the first training call: it looks up
+    the caller's ``train_step`` (mmengine's ``BaseModel`` or
+    ``MMDistributedDataParallel``, whose ``data_preprocessor`` is this
+    object). Under DDP the attack runs the wrapped module, so no gradient
+    synchronisation is triggered. When bound, the preprocessor shares its
+    neighbour table with every :class:`NeighborWeightedCELoss` of the model
+    that has no table of its own.
+
+    **Model mode during the attack.** ``attack_mode='eval'`` (default) takes
+    the gradient of the model in eval mode: BatchNorm uses its running
+    statistics and dropout/drop-path are off, so each sample's step depends
+    on that sample alone (in training mode, BatchNorm couples the samples of
+    a batch and a step can lower a sample's own loss). ``'train'`` keeps the
+    training mode (the gradient of the forward pass about to run). The paper
+    does not say; for ViTs without dropout both are the same.
+
+    **No trace.** Parameters, their ``.grad``, buffers (BatchNorm statistics)
+    and optimizer state are unchanged by the attack; only the input gradient
+    is computed (see :func:`mmgfn.models.utils.frozen_model`). Under
+    ``--amp`` the attack runs in the same autocast context as the training
+    forward.
+
+    **Neighbour table.** A :class:`NeighborTable` submodule
+    (``data_preprocessor.neighbor_table`` in checkpoints, so a resumed run
+    keeps its neighbours). ``neighbor_source='head'`` builds it from the
+    head's class weight rows at the first training step (unless a
+    checkpoint already supplied it) and again every ``refresh_interval``
+    training steps when that is > 0; ``neighbor_source='file'`` loads
+    ``neighbor_file`` (written by ``tools/build_neighbors.py``).
+
+    Args:
+        num_classes (int): Number of classes ``C``.
+        eta (float): Step size, in ``eta_unit``. Defaults to 0.01.
+        eta_unit (str): ``'normalized'`` or ``'pixel'``.
+            Defaults to 'normalized'.
+        topk (int): Neighbours per class, ``1 <= k < C``. Defaults to 20.
+        num_steps (int): Gradient-sign steps, each ``eta / num_steps`` and
+            projected onto the ``eta`` box (1 = the paper). Defaults to 1.
+        mode (str): ``'neighbor'`` (Eq. 5) or ``'untargeted'`` (Eq. 3).
+            Defaults to 'neighbor'.
+        neighbor_source (str): ``'head'`` or ``'file'``. Defaults to 'head'.
+        neighbor_file (str, optional): The neighbour file for
+            ``neighbor_source='file'``. Defaults to None.
+        refresh_interval (int): With ``neighbor_source='head'``, rebuild the
+            table every this many training steps (0: build once).
+            Defaults to 0.
+        attack_mode (str): ``'eval'`` or ``'train'``, the model's mode while
+            the step is computed. Defaults to 'eval'.
+        mean, std, pad_size_divisor, pad_value, to_rgb, to_onehot,
+        batch_augments: As in :class:`ClsDataPreprocessor`.
+
+    Raises:
+        ValueError: For an unknown mode/unit/source, ``topk >= num_classes``,
+            a neighbour file for another number of classes, or a missing
+            ``neighbor_file``.
+    """
+
+    def __init__(self,
+                 num_classes: int,
+                 eta: float = 0.01,
+                 eta_unit: str = 'normalized',
+                 topk: int = 20,
+                 num_steps: int = 1,
+                 mode: str = 'neighbor',
+                 neighbor_source: str = 'head',
+                 neighbor_file: Optional[str] = None,
+                 refresh_interval: int = 0,
+                 attack_mode: str = 'eval',
+                 mean: Optional[Sequence[Number]] = None,
+                 std: Optional[Sequence[Number]] = None,
+                 pad_size_divisor: int = 1,
+                 pad_value: Number = 0,
+                 to_rgb: bool = False,
+                 to_onehot: bool = False,
+                 batch_augments: Optional[dict] = None) -> None:
+        super().__init__(
+            mean=mean,
+            std=std,
+            pad_size_divisor=pad_size_divisor,
+            pad_value=pad_value,
+            to_rgb=to_rgb,
+            to_onehot=to_onehot,
+            num_classes=num_classes,
+            batch_augments=batch_augments)
+        _check_choice('mode', mode, MODES)
+        _check_choice('eta_unit', eta_unit, ETA_UNITS)
+        _check_choice('neighbor_source', neighbor_source, SOURCES)
+        _check_choice('attack_mode', attack_mode, ('eval', 'train'))
+        if not eta > 0:
+            raise ValueError(f'eta must be > 0, got {eta!r}')
+        if not isinstance(num_steps, int) or num_steps < 1:
+            raise ValueError(f'num_steps must be an integer >= 1, got '
+                             f'{num_steps!r}')
+        if not isinstance(refresh_interval, int) or refresh_interval < 0:
+            raise ValueError('refresh_interval must be an integer >= 0, got '
+                             f'{refresh_interval!r}')
+        check_topk(topk, num_classes)
+        self.eta = float(eta)
+        self.eta_unit = eta_unit
+        self.num_steps = num_steps
+        self.mode = mode
+        self.neighbor_source = neighbor_source
+        self.refresh_interval = refresh_interval
+        self.attack_mode = attack_mode
+        if neighbor_source == 'file':
+            if not neighbor_file:
+                raise ValueError("neighbor_source='file' needs neighbor_file")
+            self.neighbor_table = NeighborTable.from_file(
+                neighbor_file, num_classes=num_classes, topk=topk)
+        else:
+            if neighbor_file:
+                raise ValueError(
+                    f'neighbor_file="{neighbor_file}" is given but '
+                    "neighbor_source='head'; set neighbor_source='file'")
+            self.neighbor_table = NeighborTable(num_classes, topk)
+        self._model_ref = None
+        self._train_steps = 0
+
+    # ------------------------------------------------------------ the model
+    def bind(self, model: nn.Module) -> None:
+        """Attach the model the attack differentiates (weakly referenced),
+        and share the neighbour table with its neighbour-weighted losses.
+
+        Args:
+            model (nn.Module): The model whose ``data_preprocessor`` this is
+                (a DDP wrapper is unwrapped).
+        """
+        model = getattr(model, 'module', model)
+        if getattr(model, 'data_preprocessor', None) is not self:
+            raise ValueError(f'{type(model).__name__} does not own this '
+                             'data preprocessor')
+        self._model_ref = weakref.ref(model)
+        from ..losses.neighbor_weighted_ce_loss import NeighborWeightedCELoss
+        for loss in find_modules(model, NeighborWeightedCELoss):
+            loss.share_neighbor_table(self.neighbor_table)
+
+    @property
+    def model(self) -> nn.Module:
+        """The bound model (see :meth:`bind`)."""
+        model = self._model_ref() if self._model_ref is not None else None
+        if model is None:
+            model = self._find_caller_model()
+            if model is None:
+                raise RuntimeError(
+                    'NeighborAdversarialDataPreprocessor is not bound to a '
+                    'model: it binds itself when called from a model\'s '
+                    'train_step; otherwise call preprocessor.bind(model)')
+            self.bind(model)
+        return model
+
+    def _find_caller_model(self) -> Optional[nn.Module]:
+        """The model (or DDP wrapper) whose ``train_step`` called us."""
+        frame = inspect.currentframe()
+        try:
+            for _ in range(8):
+                frame = frame.f_back if frame is not None else None
+                if frame is None:
+                    return None
+                owner = frame.f_locals.get('self')
+                if isinstance(owner, nn.Module):
+                    inner = getattr(owner, 'module', owner)
+                    if getattr(inner, 'data_preprocessor', None) is self:
+                        return inner
+            return None
+        finally:
+            del frame
+
+    # ------------------------------------------------------------- forward
+    def forward(self, data: dict, training: bool = False) -> dict:
+        """Preprocess as ClsDataPreprocessor; in training, perturb.
+
+        Args:
+            data (dict): A dataloader batch.
+            training (bool): Whether this is a training batch.
+
+        Returns:
+            dict: ``inputs`` (``N x 3 x H x W`` float, normalised; perturbed
+            when training) and ``data_samples``.
+        """
+        data = super().forward(data, training)
+        if not training:
+            return data
+        inputs, samples = data['inputs'], data['data_samples']
+        if samples is None:
+            raise ValueError('training batches need data_samples with labels '
+                             'for the neighbour attack')
+        model = self.model
+        self._maybe_build_table(model)
+        self._train_steps += 1
+        data['inputs'] = self.perturb(model, inputs, self._labels(samples))
+        return data
+
+    def perturb(self,
+                model: nn.Module,
+                inputs: Tensor,
+                labels: Tensor,
+                targets: Optional[Tensor] = None) -> Tensor:
+        """The perturbed batch ``x'`` for normalised ``inputs``.
+
+        Args:
+            model (nn.Module): An mmpretrain classifier;
+                ``model(x, mode='tensor')`` must return ``N x C`` logits.
+            inputs (Tensor): ``N x 3 x H x W`` float, normalised.
+            labels (Tensor): ``N`` int64 true labels in ``[0, C)``.
+            targets (Tensor, optional): ``N`` int64 neighbours to step toward
+                (``mode='neighbor'``). Defaults to a random neighbour of each
+                label from the table.
+
+        Returns:
+            Tensor: ``N x 3 x H x W``, ``|x' - x| <= eta`` (in ``eta_unit``),
+            inside the normalised image of pixels ``[0, 255]``.
+        """
+        if self.mode == 'neighbor':
+            if targets is None:
+                targets, _ = self.neighbor_table.sample(labels)
+        else:
+            targets = labels
+        step, lower, upper = self._step_and_bounds(inputs)
+
+        def loss_fn(x: Tensor) -> Tensor:
+            logits = model(x, mode='tensor')
+            if isinstance(logits, (tuple, list)):
+                logits = logits[-1]
+            return F.cross_entropy(logits.float(), targets, reduction='sum')
+
+        with frozen_model(model, eval_mode=self.attack_mode == 'eval'):
+            return sign_gradient_attack(
+                loss_fn,
+                inputs,
+                step,
+                lower,
+                upper,
+                num_steps=self.num_steps,
+                toward=self.mode == 'neighbor')
+
+    def _step_and_bounds(self, inputs: Tensor):
+        """Per-channel step and valid range in the space of ``inputs``."""
+        if not self._enable_normalize:
+            return step_and_bounds(self.eta, self.eta_unit, None, None,
+                                   inputs)
+        return step_and_bounds(self.eta, self.eta_unit, self.mean, self.std,
+                               inputs)
+
+    def _labels(self, samples: list) -> Tensor:
+        """``N`` int64 labels: ``gt_score``'s argmax when batch augments
+        mixed labels, else ``gt_label``."""
+        if 'gt_score' in samples[0]:
+            return torch.stack([s.gt_score for s in samples]).argmax(1).to(
+                self.device)
+        labels = [s.gt_label.view(-1) for s in samples]
+        if any(label.numel() != 1 for label in labels):
+            raise ValueError('the neighbour attack needs exactly one label '
+                             'per sample (multi-label data is not supported)')
+        return torch.cat(labels).to(self.device)
+
+    def _maybe_build_table(self, model: nn.Module) -> None:
+        if self.neighbor_source != 'head':
+            return
+        refresh = (
+            self.refresh_interval > 0 and self._train_steps > 0
+            and self._train_steps % self.refresh_interval == 0)
+        if bool(self.neighbor_table.built) and not refresh:
+            return
+        weights = head_class_weights(model, self.neighbor_table.num_classes)
+        try:
+            self.neighbor_table.update_from_embeddings(weights, source='head')
+        except ValueError as e:
+            raise ValueError(
+                f"neighbor_source='head' cannot build the neighbour table: "
+                f'{e}. The head looks untrained (mmpretrain initialises '
+                'some heads to zeros): fine-tune from a trained checkpoint '
+                "(load_from) or use neighbor_source='file' "
+                '(tools/build_neighbors.py)') from e
+        MMLogger.get_current_instance().info(
+            f'neighbour table built from head weights at training step '
+            f'{self._train_steps} (topk={self.neighbor_table.topk})')
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f'{name}={value!r} is not one of {list(choices)}')

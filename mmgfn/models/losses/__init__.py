@@ -1,0 +1,3 @@
+from .neighbor_weighted_ce_loss import NeighborWeightedCELoss
+
+__all__ = ['NeighborWeightedCELoss']

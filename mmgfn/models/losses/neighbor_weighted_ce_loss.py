@@ -1,0 +1,197 @@
+"""GFN's inter-class distance weighted cross-entropy (Eq. 7-8).
+
+Eq. 8 as printed (``-y_c * w * log softmax``) weights only the true class,
+whose weight is ``alpha^0 = 1``, so it is plain cross-entropy. mmgfn
+implements the stated intent -- probability mass on the true class's close
+neighbours costs more -- as a neighbour-weighted softmax denominator::
+
+    L(z, c) = -log( e^{z_c} / (e^{z_c} + sum_{j != c} (1 + s * w_cj) e^{z_j}) )
+            = logsumexp_j(z_j + m_cj) - z_c,   m_cj = log(1 + s * w_cj),
+
+with ``w_cj = alpha^rank_c(j)`` for the top-k neighbours ``j`` of ``c``
+(rank 1..k from the neighbour table) and 0 elsewhere, so ``m_cc = 0``.
+``s = 0`` gives plain cross-entropy; it is a logit margin that grows with
+similarity. Shape shorthand: ``N`` samples, ``C`` classes.
+
+**Soft targets** (``N x C`` scores from Mixup/CutMix/label smoothing):
+``L = logsumexp_j(z_j + m_{c*, j}) - sum_j t_j z_j`` with ``c* = argmax t``
+(the label that dominates the mix; the true class under label smoothing).
+It equals the hard-label loss for one-hot ``t`` and soft cross-entropy
+``-sum_j t_j log softmax(z)_j`` for ``s = 0`` (``t`` sums to 1). A mixed-in
+class that is a neighbour of ``c*`` keeps its margin.
+
+**Detection** (mmdet bbox heads): ``cls_score`` has ``C + 1`` columns, the
+last is the background (label ``C``); the background row and column get no
+margin.
+"""
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from mmgfn.registry import MODELS
+from ..utils.neighbor_table import NeighborTable, check_topk
+
+
+@MODELS.register_module()
+class NeighborWeightedCELoss(nn.Module):
+    """Cross-entropy with a neighbour-weighted softmax denominator.
+
+    Usable as ``head.loss`` of mmpretrain heads (``type='mmgfn.Neighbor
+    WeightedCELoss'`` inside dicts inherited from mmpretrain) and as
+    ``loss_cls`` of mmdet bbox heads.
+
+    The neighbour table is either ``neighbor_file`` or, when that is None,
+    the table of the model's :class:`NeighborAdversarialDataPreprocessor`
+    (or of the detection hook), shared when it binds to the model. Using the
+    loss before either is an error.
+
+    Args:
+        alpha (float): Weight base, ``w = alpha^rank``, ``0 < alpha < 1``.
+            Defaults to 0.5.
+        topk (int): Neighbours that get a weight (<= the table's k).
+            Defaults to 20.
+        scale (float): ``s`` >= 0; 0 gives plain cross-entropy.
+            Defaults to 1.0.
+        neighbor_file (str, optional): A neighbour file of its own.
+            Defaults to None.
+        num_classes (int, optional): Number of (foreground) classes, checked
+            against ``neighbor_file``. Defaults to None.
+        reduction (str): ``'none'``, ``'mean'`` or ``'sum'``.
+            Defaults to 'mean'.
+        loss_weight (float): Multiplier of the loss. Defaults to 1.0.
+    """
+
+    def __init__(self,
+                 alpha: float = 0.5,
+                 topk: int = 20,
+                 scale: float = 1.0,
+                 neighbor_file: Optional[str] = None,
+                 num_classes: Optional[int] = None,
+                 reduction: str = 'mean',
+                 loss_weight: float = 1.0) -> None:
+        super().__init__()
+        if not 0 < alpha < 1:
+            raise ValueError(f'alpha must be in (0, 1), got {alpha!r}')
+        if not scale >= 0:
+            raise ValueError(f'scale must be >= 0, got {scale!r}')
+        if reduction not in ('none', 'mean', 'sum'):
+            raise ValueError(f'reduction={reduction!r} is not one of none, '
+                             'mean, sum')
+        if not isinstance(topk, int) or topk < 1:
+            raise ValueError(f'topk must be an integer >= 1, got {topk!r}')
+        self.alpha = float(alpha)
+        self.topk = topk
+        self.scale = float(scale)
+        self.reduction = reduction
+        self.loss_weight = float(loss_weight)
+        self.neighbor_file = neighbor_file
+        self._cache = (None, None, None)  # (table, version, margins)
+        table = None
+        if neighbor_file:
+            table = NeighborTable.from_file(
+                neighbor_file, num_classes=num_classes)
+            check_topk(topk, table.num_classes, limit=table.topk)
+        # a plain attribute: a shared table must not become a submodule
+        self.__dict__['_table'] = table
+
+    def share_neighbor_table(self, table: NeighborTable) -> None:
+        """Use ``table`` (the preprocessor's or hook's), unless this loss
+        loads its own ``neighbor_file``."""
+        if self.neighbor_file:
+            return
+        check_topk(self.topk, table.num_classes, limit=table.topk)
+        self.__dict__['_table'] = table
+
+    @property
+    def neighbor_table(self) -> NeighborTable:
+        table = self.__dict__['_table']
+        if table is None:
+            raise RuntimeError(
+                'NeighborWeightedCELoss has no neighbour table: give it a '
+                'neighbor_file, or use it in a model whose data_preprocessor '
+                'is NeighborAdversarialDataPreprocessor (or with '
+                'BackgroundRoIPerturbationHook for detectors)')
+        return table
+
+    def margins(self, num_columns: int, device: torch.device) -> Tensor:
+        """``num_columns x num_columns`` float margins ``m_cj =
+        log(1 + s * alpha^rank_c(j))`` (0 off the top-k and for the
+        background row/column of a ``C + 1``-column detector score)."""
+        table = self.neighbor_table
+        num_classes = table.num_classes
+        if num_columns not in (num_classes, num_classes + 1):
+            raise ValueError(
+                f'cls_score has {num_columns} columns but the neighbour table '
+                f'has {num_classes} classes (expected {num_classes}, or '
+                f'{num_classes + 1} with a background column)')
+        table_obj, version, margins = self._cache
+        if (table_obj is table and version == table.version
+                and margins is not None and margins.size(0) == num_columns
+                and margins.device == device):
+            return margins
+        ranks = table.rank_matrix(self.topk).to(device)
+        weights = torch.where(ranks > 0, self.alpha**ranks.double(),
+                              torch.zeros((), dtype=torch.double,
+                                          device=device))
+        margins = torch.log1p(self.scale * weights).float()
+        if num_columns == num_classes + 1:
+            margins = nn.functional.pad(margins, (0, 1, 0, 1))
+        self._cache = (table, table.version, margins)
+        return margins
+
+    def forward(self,
+                cls_score: Tensor,
+                label: Tensor,
+                weight: Optional[Tensor] = None,
+                avg_factor: Optional[float] = None,
+                reduction_override: Optional[str] = None,
+                **kwargs) -> Tensor:
+        """Compute the loss.
+
+        Args:
+            cls_score (Tensor): ``N x C`` (or ``N x (C+1)``) logits.
+            label (Tensor): ``N`` int64 labels in ``[0, C]``, or ``N x C``
+                float soft targets (rows summing to 1).
+            weight (Tensor, optional): ``N`` per-sample weights.
+            avg_factor (float, optional): Divide the summed loss by this
+                instead of ``N`` (with reduction 'mean').
+            reduction_override (str, optional): Overrides ``reduction``.
+
+        Returns:
+            Tensor: A scalar, or ``N`` losses with reduction 'none'.
+        """
+        reduction = reduction_override or self.reduction
+        if reduction not in ('none', 'mean', 'sum'):
+            raise ValueError(f'reduction={reduction!r} is not one of none, '
+                             'mean, sum')
+        score = cls_score.float()
+        margins = self.margins(score.size(1), score.device)
+        if label.dim() == score.dim() and label.shape == score.shape:
+            target = label.float()
+            dominant = target.argmax(1)
+            true_logit = (target * score).sum(1)
+        else:
+            dominant = label.view(-1).long()
+            if dominant.numel() != score.size(0):
+                raise ValueError(f'{dominant.numel()} labels for '
+                                 f'{score.size(0)} scores')
+            if dominant.numel() and (dominant.min() < 0 or
+                                     dominant.max() >= score.size(1)):
+                raise ValueError(
+                    f'labels must be in [0, {score.size(1)}), got '
+                    f'[{int(dominant.min())}, {int(dominant.max())}]')
+            true_logit = score.gather(1, dominant[:, None]).squeeze(1)
+        loss = torch.logsumexp(score + margins[dominant], dim=1) - true_logit
+        if weight is not None:
+            loss = loss * weight.float().view(-1)
+        if avg_factor is None:
+            if reduction == 'mean':
+                loss = loss.mean()
+            elif reduction == 'sum':
+                loss = loss.sum()
+        elif reduction == 'mean':
+            loss = loss.sum() / avg_factor
+        elif reduction == 'sum':
+            raise ValueError('avg_factor can not be used with reduction="sum"')
+        return self.loss_weight * loss

@@ -1,0 +1,14 @@
+from .attack import frozen_model, sign_gradient_attack, step_and_bounds
+from .features import forward_batch
+from .neighbor_table import (NeighborTable, class_means, find_modules,
+                             compute_class_embeddings,
+                             head_class_weights, neighbors_from_embeddings,
+                             similarity_matrix, similarity_ranks)
+
+__all__ = [
+    'NeighborTable', 'class_means', 'compute_class_embeddings',
+    'find_modules', 'forward_batch',
+    'frozen_model',
+    'head_class_weights', 'neighbors_from_embeddings', 'sign_gradient_attack',
+    'similarity_matrix', 'similarity_ranks', 'step_and_bounds'
+]

@@ -1,0 +1,432 @@
+"""The neighbour table of GFN: each class's top-k most similar classes.
+
+GFN (Gain From Neighbors, CVPR 2025), Sec. 3.1 and Eq. 4: the class
+embedding ``z_c`` is the mean feature of class ``c``; the similarity of two
+classes is the cosine of their embeddings; the *similarity rank* of class
+``j`` for class ``c`` is ``j``'s position in row ``c`` sorted by decreasing
+similarity, the class itself excluded (rank 1 = most similar other class).
+
+Shape shorthand: ``C`` classes, ``D`` embedding dimensions, ``k`` neighbours
+per class, ``N`` samples.
+
+The table has two sources:
+
+* ``'embedding'``: class-mean features of a model over a dataset
+  (:func:`compute_class_embeddings`, ``tools/build_neighbors.py``);
+* ``'head'``: the rows of the classification head's weight matrix
+  (:func:`head_class_weights`), which needs no data pass and can be
+  refreshed during training.
+
+It is an ``nn.Module`` whose ``neighbors`` (``C x k`` int64) and ``built``
+buffers are persistent, so a model that owns a table keeps it in its
+checkpoints and a resumed run uses the same neighbours. Saved on its own
+(:meth:`NeighborTable.save`) it is a JSON file with its metadata.
+"""
+import json
+import os.path as osp
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .features import forward_batch
+
+FILE_FORMAT = 'mmgfn-neighbor-table/1'
+
+
+class NeighborTable(nn.Module):
+    """Top-k neighbours of every class, with their similarity ranks.
+
+    ``table.neighbors[c, r - 1]`` is the class of similarity rank ``r``
+    (1..k) for class ``c``; a class is never its own neighbour.
+
+    Args:
+        num_classes (int): Number of classes ``C`` (>= 2).
+        topk (int): Neighbours kept per class, ``1 <= k < C``.
+            Defaults to 20 (the paper's k).
+        class_names (Sequence[str], optional): Names of the classes, used in
+            messages and saved with the table. Defaults to None.
+
+    Raises:
+        ValueError: If ``topk`` is not in ``[1, num_classes)``.
+    """
+
+    def __init__(self,
+                 num_classes: int,
+                 topk: int = 20,
+                 class_names: Optional[Sequence[str]] = None) -> None:
+        super().__init__()
+        check_topk(topk, num_classes)
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f'{len(class_names)} class names given for '
+                             f'num_classes={num_classes}')
+        self.num_classes = num_classes
+        self.topk = topk
+        self.class_names = list(class_names) if class_names else None
+        self.source = None
+        #: Incremented whenever the neighbours change (losses cache on it).
+        self.version = 0
+        self.register_buffer('neighbors',
+                             torch.zeros(num_classes, topk, dtype=torch.long))
+        self.register_buffer('built', torch.tensor(False))
+
+    # ------------------------------------------------------------------ build
+    def update_from_embeddings(self, embeddings: Tensor,
+                               source: str = 'embedding') -> None:
+        """Rebuild the neighbours from class embeddings (cosine, Eq. 4).
+
+        Args:
+            embeddings (Tensor): ``C x D`` float, one row per class (class
+                means or head weight rows). Rows must be finite and non-zero.
+            source (str): What the rows are, recorded as metadata
+                (``'embedding'`` or ``'head'``). Defaults to 'embedding'.
+
+        Raises:
+            ValueError: For a row count other than ``C`` or a NaN/inf/all-zero
+                row (the message names the class).
+        """
+        self.neighbors.copy_(
+            neighbors_from_embeddings(embeddings, self.topk,
+                                      self.class_names))
+        self.built.fill_(True)
+        self.source = source
+        self.version += 1
+
+    def load_neighbors(self, neighbors: Tensor, source: str) -> None:
+        """Set the table from a ``C x k'`` index matrix with ``k' >= k``
+        (its first ``k`` columns, i.e. ranks 1..k, are kept)."""
+        neighbors = torch.as_tensor(neighbors, dtype=torch.long)
+        if neighbors.dim() != 2 or neighbors.size(0) != self.num_classes:
+            raise ValueError(
+                f'neighbour matrix of shape {tuple(neighbors.shape)} does not '
+                f'match num_classes={self.num_classes}')
+        if neighbors.size(1) < self.topk:
+            raise ValueError(f'the neighbour matrix has {neighbors.size(1)} '
+                             f'neighbours per class, topk={self.topk} needs '
+                             'at least as many')
+        neighbors = neighbors[:, :self.topk]
+        own = neighbors == torch.arange(self.num_classes)[:, None]
+        bad = (neighbors < 0) | (neighbors >= self.num_classes) | own
+        if bad.any():
+            c = int(bad.any(1).nonzero()[0])
+            raise ValueError(f'invalid neighbours {neighbors[c].tolist()} for '
+                             f'{self.describe(c)}: indices must be in '
+                             f'[0, {self.num_classes}) and not the class')
+        self.neighbors.copy_(neighbors.to(self.neighbors.device))
+        self.built.fill_(True)
+        self.source = source
+        self.version += 1
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        # a checkpoint replaces the neighbours: invalidate the caches
+        super()._load_from_state_dict(*args, **kwargs)
+        self.version += 1
+
+    # ---------------------------------------------------------------- queries
+    def check_built(self) -> None:
+        """Raise RuntimeError if the table has not been built yet."""
+        if not bool(self.built):
+            raise RuntimeError(
+                'the neighbour table is empty: build it from class embeddings '
+                'or head weights, or load a neighbour file')
+
+    def sample(self,
+               labels: Tensor,
+               generator: Optional[torch.Generator] = None
+               ) -> Tuple[Tensor, Tensor]:
+        """Draw one neighbour per label, uniformly among its top-k.
+
+        Args:
+            labels (Tensor): ``N`` int64 class indices in ``[0, C)``.
+            generator (torch.Generator, optional): Random source (on the
+                labels' device). Defaults to torch's global generator.
+
+        Returns:
+            tuple[Tensor, Tensor]: ``N`` neighbour classes and their ``N``
+            similarity ranks in ``1..k`` (int64, on the labels' device).
+        """
+        self.check_built()
+        rank = torch.randint(
+            0, self.topk, labels.shape, device=labels.device,
+            generator=generator)
+        neighbors = self.neighbors.to(labels.device)[labels, rank]
+        return neighbors, rank + 1
+
+    def rank_matrix(self, topk: Optional[int] = None) -> Tensor:
+        """``C x C`` int64 similarity ranks: ``R[c, j]`` in ``1..topk`` for
+        the top-``topk`` neighbours of ``c``, 0 elsewhere (also on the
+        diagonal)."""
+        self.check_built()
+        topk = self.topk if topk is None else topk
+        check_topk(topk, self.num_classes, limit=self.topk)
+        ranks = torch.zeros(
+            self.num_classes, self.num_classes, dtype=torch.long,
+            device=self.neighbors.device)
+        ranks.scatter_(
+            1, self.neighbors[:, :topk],
+            torch.arange(1, topk + 1, device=ranks.device).expand(
+                self.num_classes, topk).contiguous())
+        return ranks
+
+    def describe(self, c: int) -> str:
+        """``'class 3 ("cat")'`` or ``'class 3'``."""
+        if self.class_names:
+            return f'class {c} ("{self.class_names[c]}")'
+        return f'class {c}'
+
+    # -------------------------------------------------------------------- io
+    def save(self, path: str) -> None:
+        """Write the table and its metadata as JSON."""
+        self.check_built()
+        meta = dict(
+            format=FILE_FORMAT,
+            num_classes=self.num_classes,
+            topk=self.topk,
+            source=self.source,
+            class_names=self.class_names,
+            neighbors=self.neighbors.cpu().tolist())
+        with open(path, 'w', encoding='utf-8') as f:
+            json.dump(meta, f)
+
+    @classmethod
+    def from_file(cls,
+                  path: str,
+                  num_classes: Optional[int] = None,
+                  topk: Optional[int] = None) -> 'NeighborTable':
+        """Load a table written by :meth:`save`.
+
+        Args:
+            path (str): The JSON file.
+            num_classes (int, optional): The number of classes the caller
+                expects; a file for another number is refused.
+            topk (int, optional): Keep the first ``topk`` neighbours (must be
+                <= the file's). Defaults to the file's.
+
+        Raises:
+            FileNotFoundError: If ``path`` is missing.
+            ValueError: If the file is not a neighbour table or disagrees
+                with ``num_classes`` / ``topk``; the message names the file.
+        """
+        if not osp.isfile(path):
+            raise FileNotFoundError(
+                f'neighbour file "{path}" does not exist (write it with '
+                'tools/build_neighbors.py CONFIG CHECKPOINT --out FILE)')
+        try:
+            with open(path, encoding='utf-8') as f:
+                meta = json.load(f)
+            if meta.get('format') != FILE_FORMAT:
+                raise ValueError(f'format is {meta.get("format")!r}, '
+                                 f'expected {FILE_FORMAT!r}')
+            if num_classes is not None and meta['num_classes'] != num_classes:
+                raise ValueError(
+                    f'it is for {meta["num_classes"]} classes, the model has '
+                    f'{num_classes}')
+            table = cls(meta['num_classes'],
+                        meta['topk'] if topk is None else topk,
+                        meta.get('class_names'))
+            table.load_neighbors(
+                torch.tensor(meta['neighbors']), meta.get('source') or 'file')
+        except (ValueError, KeyError, json.JSONDecodeError) as e:
+            raise ValueError(f'neighbour file "{path}": {e}') from e
+        return table
+
+
+def check_topk(topk: int, num_classes: int, limit: Optional[int] = None):
+    """Raise ValueError unless ``1 <= topk < num_classes`` (and ``<=
+    limit``)."""
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f'num_classes must be an integer >= 2, got '
+                         f'{num_classes!r}')
+    if not isinstance(topk, int) or not 1 <= topk < num_classes:
+        raise ValueError(
+            f'topk={topk!r} must be an integer in [1, num_classes) = '
+            f'[1, {num_classes}): a class has {num_classes - 1} other '
+            'classes')
+    if limit is not None and topk > limit:
+        raise ValueError(f'topk={topk} exceeds the neighbour table\'s '
+                         f'{limit} neighbours per class')
+
+
+def _name(c: int, class_names: Optional[Sequence[str]]) -> str:
+    return f'class {c} ("{class_names[c]}")' if class_names else f'class {c}'
+
+
+def neighbors_from_embeddings(
+        embeddings: Tensor,
+        topk: int,
+        class_names: Optional[Sequence[str]] = None) -> Tensor:
+    """Top-k cosine neighbours of every class (Eq. 4), self excluded.
+
+    Args:
+        embeddings (Tensor): ``C x D`` float class embeddings.
+        topk (int): Neighbours per class, ``1 <= k < C``.
+        class_names (Sequence[str], optional): For error messages.
+
+    Returns:
+        Tensor: ``C x k`` int64; column ``r - 1`` holds the class of rank
+        ``r``. Ties are broken by the lower class index.
+
+    Raises:
+        ValueError: If a row is NaN/inf or all zeros (names the class).
+    """
+    if embeddings.dim() != 2:
+        raise ValueError('class embeddings must be a C x D matrix, got shape '
+                         f'{tuple(embeddings.shape)}')
+    check_topk(topk, embeddings.size(0))
+    emb = embeddings.detach().float()
+    finite = torch.isfinite(emb).all(1)
+    if not finite.all():
+        c = int((~finite).nonzero()[0])
+        raise ValueError(f'the embedding of {_name(c, class_names)} is not '
+                         'finite (NaN or inf)')
+    zero = (emb == 0).all(1)
+    if zero.any():
+        c = int(zero.nonzero()[0])
+        raise ValueError(f'the embedding of {_name(c, class_names)} is all '
+                         'zeros: its similarity to other classes is undefined')
+    sim = similarity_matrix(emb)
+    sim.fill_diagonal_(float('-inf'))
+    # stable sort: equal similarities keep the lower class index first
+    order = torch.sort(sim, dim=1, descending=True, stable=True).indices
+    return order[:, :topk].cpu()
+
+
+def similarity_matrix(embeddings: Tensor) -> Tensor:
+    """``C x C`` cosine similarities ``M_ij = <z_i, z_j> / |z_i||z_j|``."""
+    emb = F.normalize(embeddings.detach().float(), dim=1)
+    return emb @ emb.t()
+
+
+def similarity_ranks(embeddings: Tensor) -> Tensor:
+    """``C x C`` int64 similarity ranks (Eq. 4): ``K[c, j]`` is the position
+    of ``j`` in row ``c`` sorted by decreasing similarity; ``K[c, c] = 0``,
+    the most similar other class has rank 1."""
+    sim = similarity_matrix(embeddings)
+    sim.fill_diagonal_(float('inf'))
+    order = torch.sort(sim, dim=1, descending=True, stable=True).indices
+    ranks = torch.empty_like(order)
+    ranks.scatter_(
+        1, order,
+        torch.arange(order.size(1), device=order.device).expand_as(order)
+        .contiguous())
+    return ranks
+
+
+def head_class_weights(model: nn.Module, num_classes: int) -> Tensor:
+    """The ``C x D`` class rows of a model's final classification layer.
+
+    mmpretrain heads (``LinearClsHead.fc``, ``VisionTransformerClsHead``'s
+    ``layers.head``, ...): the last ``nn.Linear`` under ``model.head`` with
+    ``C`` outputs. mmdet two-stage detectors: ``roi_head.bbox_head.fc_cls``
+    (the last stage of a cascade), whose ``C + 1``-th row is the background
+    and is dropped.
+
+    Raises:
+        ValueError: If no such layer exists (names what was searched).
+    """
+    roi_head = getattr(model, 'roi_head', None)
+    if roi_head is not None:
+        bbox_head = roi_head.bbox_head
+        if isinstance(bbox_head, nn.ModuleList):
+            bbox_head = bbox_head[-1]
+        fc = getattr(bbox_head, 'fc_cls', None)
+        if isinstance(fc, nn.Linear) and fc.out_features in (num_classes,
+                                                              num_classes + 1):
+            return fc.weight[:num_classes].detach()
+        raise ValueError('the detector\'s roi_head.bbox_head has no fc_cls '
+                         f'layer with {num_classes} (+1 background) outputs')
+    head = getattr(model, 'head', None)
+    if head is None:
+        raise ValueError(f'{type(model).__name__} has no `head` (mmpretrain) '
+                         'or `roi_head` (mmdet): cannot read class weights')
+    linears = [
+        m for m in head.modules()
+        if isinstance(m, nn.Linear) and m.out_features == num_classes
+    ]
+    if not linears:
+        raise ValueError(f'{type(head).__name__} has no nn.Linear layer with '
+                         f'{num_classes} outputs to read class weights from')
+    return linears[-1].weight.detach()
+
+
+@torch.no_grad()
+def compute_class_embeddings(model: nn.Module,
+                             batches: Iterable[dict],
+                             num_classes: int,
+                             class_names: Optional[Sequence[str]] = None,
+                             progress: bool = False) -> Tensor:
+    """Mean pre-logits feature per class of an mmpretrain classifier.
+
+    Args:
+        model (nn.Module): An mmpretrain ``ImageClassifier`` in eval mode
+            (features: the head's pre-logits, what the final linear layer
+            sees; see :func:`forward_batch`).
+        batches (Iterable[dict]): Dataloader batches (``inputs``,
+            ``data_samples`` with ``gt_label``), preprocessed by
+            ``model.data_preprocessor`` as in evaluation.
+        num_classes (int): ``C``.
+        class_names (Sequence[str], optional): For error messages.
+        progress (bool): Show a progress bar. Defaults to False.
+
+    Returns:
+        Tensor: ``C x D`` float32 class means (CPU).
+
+    Raises:
+        ValueError: If a class has no samples (names it) or a label is
+            outside ``[0, C)``.
+    """
+    sums: Optional[Tensor] = None
+    counts = torch.zeros(num_classes, dtype=torch.long)
+    if progress:
+        from tqdm import tqdm
+        batches = tqdm(batches, desc='class embeddings', unit='batch')
+    for data in batches:
+        feats, _, labels = forward_batch(model, data)
+        batch_sums, batch_counts = _class_sums(feats, labels, num_classes)
+        sums = batch_sums if sums is None else sums + batch_sums
+        counts += batch_counts
+    if sums is None:
+        raise ValueError('the dataset is empty: no class embeddings')
+    return _means(sums, counts, class_names)
+
+
+def class_means(features: Tensor,
+                labels: Tensor,
+                num_classes: int,
+                class_names: Optional[Sequence[str]] = None) -> Tensor:
+    """``C x D`` mean of ``N x D`` ``features`` per label (``N`` int64).
+
+    Raises:
+        ValueError: If a class has no samples (names it) or a label is
+            outside ``[0, C)``.
+    """
+    sums, counts = _class_sums(features.float(), labels, num_classes)
+    return _means(sums, counts, class_names)
+
+
+def _class_sums(feats: Tensor, labels: Tensor,
+                num_classes: int) -> Tuple[Tensor, Tensor]:
+    labels = labels.long().cpu()
+    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f'label {int(labels.max())} is outside [0, '
+                         f'{num_classes}) (num_classes={num_classes})')
+    sums = torch.zeros(num_classes, feats.size(1))
+    sums.index_add_(0, labels, feats.cpu())
+    return sums, torch.bincount(labels, minlength=num_classes)
+
+
+def _means(sums: Tensor, counts: Tensor,
+           class_names: Optional[Sequence[str]]) -> Tensor:
+    missing = (counts == 0).nonzero().flatten().tolist()
+    if missing:
+        names = ', '.join(_name(c, class_names) for c in missing[:10])
+        raise ValueError(f'no samples in the dataset for {names} '
+                         f'({len(missing)} class(es)); every class needs an '
+                         'embedding')
+    return sums / counts[:, None].float()
+
+
+def find_modules(model: nn.Module, cls: type) -> List[nn.Module]:
+    """All submodules of ``model`` that are instances of ``cls``."""
+    return [m for m in model.modules() if isinstance(m, cls)]

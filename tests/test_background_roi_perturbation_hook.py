@@ -1,0 +1,246 @@
+"""BackgroundRoIPerturbationHook on real mmdet detectors."""
+import copy
+import os.path as osp
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.runner import Runner
+
+from conftest import run_tool, write_coco
+from mmgfn.engine.hooks import BackgroundRoIPerturbationHook
+from mmgfn.registry import MODELS
+
+DET_CFG = """
+_base_ = [
+    'mmdet::_base_/models/{model}.py',
+    'mmdet::_base_/datasets/coco_detection.py',
+    'mmdet::_base_/schedules/schedule_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
+model = dict(backbone=dict(depth=18, init_cfg=None),
+             neck=dict(in_channels=[64, 128, 256, 512]), {head})
+pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=(64, 64), keep_ratio=True),
+    dict(type='PackDetInputs'),
+]
+dataset = dict(data_root={root!r}, ann_file='annotations.json',
+               data_prefix=dict(img='images/'),
+               metainfo=dict(classes=('person', 'car')),
+               filter_cfg=dict(filter_empty_gt=True), pipeline=pipeline)
+train_dataloader = dict(batch_size=4, num_workers=0,
+                        persistent_workers=False, dataset=dataset)
+val_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
+                      dataset=dict(dataset, test_mode=True))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file={ann!r})
+test_evaluator = val_evaluator
+train_cfg = dict(max_epochs={epochs}, val_interval=100)
+param_scheduler = []
+optim_wrapper = dict(optimizer=dict(lr=0.01))
+default_hooks = dict(logger=dict(interval=1),
+                     checkpoint=dict(interval=100))
+custom_hooks = [dict(type='mmgfn.BackgroundRoIPerturbationHook', eta=0.01,
+                     seed=0)]
+env_cfg = dict(dist_cfg=dict(backend='gloo'))
+"""
+
+
+def _head(model_name, n):
+    if 'retinanet' in model_name:
+        return f'bbox_head=dict(num_classes={n})'
+    if 'cascade' in model_name:  # a list of stages: set after loading
+        return ''
+    return f'roi_head=dict(bbox_head=dict(num_classes={n}))'
+
+
+def write_config(tmp_path, root, model='faster-rcnn_r50_fpn', epochs=3,
+                 num_classes=2, extra=''):
+    path = tmp_path / f'{model}.py'
+    path.write_text(
+        DET_CFG.format(model=model, root=root,
+                       ann=osp.join(root, 'annotations.json'),
+                       epochs=epochs, head=_head(model, num_classes)) +
+        extra)
+    return str(path)
+
+
+def _runner(cfg_path, work_dir):
+    DefaultScope._instance_dict.clear()
+    cfg = Config.fromfile(cfg_path)
+    cfg.work_dir = work_dir
+    return Runner.from_cfg(cfg)
+
+
+def _hook(runner):
+    return next(h for h in runner.hooks
+                if isinstance(h, BackgroundRoIPerturbationHook))
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('roi')
+    root = write_coco(str(tmp / 'coco'), num_images=8)
+    runner = _runner(write_config(tmp, root), str(tmp / 'work'))
+    runner.train()
+    return runner
+
+
+def _batch(runner):
+    return next(iter(runner.train_dataloader))
+
+
+def _background_prob(model, inputs, samples):
+    from mmdet.structures.bbox import bbox2roi
+    model.eval()
+    with torch.no_grad():
+        feats = model.extract_feat(inputs)
+        rois = bbox2roi([s.gt_instances.bboxes for s in samples])
+        score = model.roi_head._bbox_forward(feats, rois)['cls_score']
+    model.train()
+    return F.softmax(score, 1)[:, -1]
+
+
+def test_background_probability_of_gt_rois_rises(trained):
+    model, hook = trained.model, _hook(trained)
+    data = model.data_preprocessor(_batch(trained), False)
+    x, samples = data['inputs'], data['data_samples']
+    x_adv = hook.perturb(x, samples)
+    before = _background_prob(model, x, samples)
+    after = _background_prob(model, x_adv, samples)
+    assert before.numel() >= 4
+    assert (after > before).float().mean() >= 0.75, (before, after)
+    # bounded step, padding untouched, valid pixel range
+    pre = model.data_preprocessor
+    diff = (x_adv - x).abs()
+    assert diff.max() <= 0.01 + 1e-6
+    for i, s in enumerate(samples):
+        h, w = s.img_shape
+        assert diff[i, :, h:, :].abs().sum() == 0
+        assert diff[i, :, :, w:].abs().sum() == 0
+    pixels = x_adv * pre.std + pre.mean
+    assert pixels.min() >= -1e-3 and pixels.max() <= 255 + 1e-3
+
+
+def test_training_batches_are_perturbed_and_leave_no_trace(trained):
+    model = copy.deepcopy(trained.model)
+    hook = BackgroundRoIPerturbationHook(eta=0.01, seed=0)
+    hook.bind(model, ['person', 'car'])
+    handle = model.data_preprocessor.register_forward_hook(
+        hook._perturb_output, with_kwargs=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    batch = _batch(trained)
+    losses = model(**model.data_preprocessor(copy.deepcopy(batch), False),
+                   mode='loss')
+    loss, _ = model.parse_losses(losses)
+    loss.backward()
+    optimizer.step()
+    params = {k: v.detach().clone() for k, v in model.named_parameters()}
+    grads = {k: None if v.grad is None else v.grad.clone()
+             for k, v in model.named_parameters()}
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    state = copy.deepcopy(optimizer.state_dict())
+
+    clean = model.data_preprocessor(copy.deepcopy(batch), False)['inputs']
+    adv = model.data_preprocessor(copy.deepcopy(batch), True)['inputs']
+    assert not torch.equal(clean, adv)
+    for k, v in model.named_parameters():
+        assert torch.equal(v, params[k]), k
+        assert (v.grad is None and grads[k] is None) or torch.equal(
+            v.grad, grads[k]), k
+    for k, v in model.named_buffers():
+        assert torch.equal(v, buffers[k]), k
+    for i, s in state['state'].items():
+        assert torch.equal(
+            s['momentum_buffer'],
+            optimizer.state_dict()['state'][i]['momentum_buffer'])
+    handle.remove()
+
+
+def test_cascade_rcnn_and_neighbour_targets(tmp_path):
+    root = write_coco(str(tmp_path / 'coco'), num_images=4)
+    cfg = Config.fromfile(
+        write_config(tmp_path, root, model='cascade-rcnn_r50_fpn'))
+    for stage in cfg.model.roi_head.bbox_head:
+        stage.num_classes = 2
+    DefaultScope._instance_dict.clear()
+    init_default_scope('mmdet')
+    model = MODELS.build(cfg.model)
+    hook = BackgroundRoIPerturbationHook(eta=0.01, neighbor_ratio=1.0,
+                                         topk=1, seed=0)
+    hook.bind(model, ['person', 'car'])
+    hook._maybe_build_table(model)
+    # 2 classes: the only neighbour of each is the other
+    labels = torch.tensor([0, 1, 1, 0])
+    assert hook.targets(labels).tolist() == [1, 0, 0, 1]
+    hook.neighbor_ratio = 0.0
+    assert hook.targets(labels).tolist() == [2, 2, 2, 2]
+    runner_cfg = copy.deepcopy(cfg.train_dataloader)
+    loader = Runner.build_dataloader(runner_cfg)
+    data = model.data_preprocessor(next(iter(loader)), False)
+    x_adv = hook.perturb(data['inputs'], data['data_samples'])
+    assert 0 < (x_adv - data['inputs']).abs().max() <= 0.01 + 1e-6
+
+
+def test_refuses_detector_without_roi_head_and_class_mismatch(tmp_path):
+    root = write_coco(str(tmp_path / 'coco'), num_images=4)
+    cfg = Config.fromfile(
+        write_config(tmp_path, root, model='retinanet_r50_fpn'))
+    DefaultScope._instance_dict.clear()
+    init_default_scope('mmdet')
+    retina = MODELS.build(cfg.model)
+    with pytest.raises(ValueError, match='needs a two-stage detector.*'
+                       'RetinaNet has none'):
+        BackgroundRoIPerturbationHook().bind(retina)
+
+    # through the real tools: a 3-class detector on a 2-class dataset
+    path = write_config(tmp_path, root, epochs=1, num_classes=3)
+    proc = run_tool(['tools/train.py', path, '--work-dir',
+                     str(tmp_path / 'work')])
+    assert proc.returncode != 0
+    assert 'the detector has 3 classes but the training dataset has 2' in (
+        proc.stdout + proc.stderr)
+
+
+def test_dist_train_with_hook(tmp_path):
+    root = write_coco(str(tmp_path / 'coco'), num_images=8)
+    path = write_config(tmp_path, root, epochs=1)
+    proc = run_tool(['tools/dist_train.sh', path, '2', '--work-dir',
+                     str(tmp_path / 'work')], env={'PORT': '29537'})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'Epoch(train) [1][1/1]' in proc.stdout + proc.stderr
+
+
+def test_amp_train_and_test_with_hook(tmp_path):
+    """--amp on the CPU: bfloat16 autocast; mmcv's float32-only CPU
+    RoIAlign/nms run in float32 (mmgfn.utils.compat)."""
+    root = write_coco(str(tmp_path / 'coco'), num_images=4)
+    path = write_config(tmp_path, root, epochs=1)
+    work_dir = str(tmp_path / 'work')
+    proc = run_tool(['tools/train.py', path, '--amp', '--work-dir',
+                     work_dir])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_tool(['tools/test.py', path, osp.join(work_dir, 'epoch_1.pth'),
+                     '--amp', '--work-dir', work_dir])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'metrics: {"coco/bbox_mAP"' in proc.stdout
+
+
+def test_neighbour_table_travels_with_checkpoints(trained):
+    model = trained.model
+    hook = BackgroundRoIPerturbationHook(neighbor_ratio=0.5, topk=1, seed=0)
+    hook.bind(model, ['person', 'car'])
+    hook._maybe_build_table(model)
+    checkpoint = {}
+    hook.before_save_checkpoint(None, checkpoint)
+    assert checkpoint['neighbor_table']['neighbors'].tolist() == [[1], [0]]
+    # a resumed run: mmengine loads the checkpoint before before_train
+    resumed = BackgroundRoIPerturbationHook(neighbor_ratio=0.5, topk=1)
+    resumed.after_load_checkpoint(None, checkpoint)
+    resumed.bind(model, ['person', 'car'])
+    assert bool(resumed.table.built)
+    assert resumed.table.neighbors.tolist() == [[1], [0]]
