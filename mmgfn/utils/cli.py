@@ -128,6 +128,19 @@ def _user_error(exc: BaseException) -> str:
     return ''
 
 
+def shutdown_distributed() -> None:
+    """Destroy the process group before the interpreter exits.
+
+    Left to the interpreter's teardown, a gloo process group can abort a
+    rank after its work is done (``terminate called without an active
+    exception``, exit -6), which torchrun reports as a failed run.
+    """
+    if torch.distributed.is_available() and \
+            torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def run_cli(main: Callable[[], None]) -> None:
     """Run a tool's ``main`` and turn bad input into one clear line.
 
@@ -138,6 +151,7 @@ def run_cli(main: Callable[[], None]) -> None:
     """
     try:
         main()
+        shutdown_distributed()
     except Exception as exc:  # noqa: BLE001
         msg = _user_error(exc)
         if not msg:
