@@ -82,6 +82,18 @@ def coco_folder(tmp_path):
     return write_coco(str(tmp_path / 'coco'))
 
 
+# appended to a host config: a test-only Runner (no training or validation)
+TEST_ONLY = """
+test_cfg = dict()
+val_dataloader = None
+val_evaluator = None
+val_cfg = None
+train_dataloader = None
+train_cfg = None
+optim_wrapper = None
+"""
+
+
 def digits_options(data_root: str, max_epochs: int = 2) -> list:
     """``--cfg-options`` that point the digits config at ``data_root`` (a
     4-class image folder) and shrink it for tests."""

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_tool
+from conftest import ROOT, TEST_ONLY, run_tool
 from mmengine.config import Config
 from mmengine.registry import DATASETS, METRICS, DefaultScope
 from mmengine.runner import Runner
@@ -447,17 +447,6 @@ def test_class_mapped_metric_hand_computed(tmp_path):
     res = _evaluate(ann_file, one_car)
     assert res['coco/bbox_mAP'] == expected
     assert res['coco/bbox_mAP_50'] == expected
-
-
-TEST_ONLY = """
-test_cfg = dict()
-val_dataloader = None
-val_evaluator = None
-val_cfg = None
-train_dataloader = None
-train_cfg = None
-optim_wrapper = None
-"""
 
 
 def test_coco_detector_on_rtts_through_runner(tmp_path):

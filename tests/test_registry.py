@@ -9,6 +9,7 @@ from mmengine.registry import MODELS as ROOT_MODELS
 from mmengine.registry import TRANSFORMS as ROOT_TRANSFORMS
 from mmengine.runner import Runner
 
+from conftest import TEST_ONLY
 from mmgfn.datasets.transforms import ImageCorruption
 from mmgfn.registry import MODELS, OPTIM_WRAPPERS, TRANSFORMS
 from mmgfn.utils import register_all_modules
@@ -38,16 +39,6 @@ def test_bare_names_resolve_in_mmgfn_scope():
     assert type(pack).__module__.startswith('mmpretrain')
 
 
-# appended to a host config: a test-only Runner (no training or validation)
-TEST_ONLY = """
-test_cfg = dict()
-val_dataloader = None
-val_evaluator = None
-val_cfg = None
-train_dataloader = None
-train_cfg = None
-optim_wrapper = None
-"""
 
 
 def _write(path, text):

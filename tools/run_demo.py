@@ -36,13 +36,10 @@ import subprocess
 import sys
 import time
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from mmgfn.datasets.transforms.corruption import BENCHMARK_CORRUPTIONS
+from mmgfn.evaluation.functional import summarize_corruption_errors
 
-from mmgfn.datasets.transforms.corruption import \
-    BENCHMARK_CORRUPTIONS  # noqa: E402
-from mmgfn.evaluation.functional import \
-    summarize_corruption_errors  # noqa: E402
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 CONFIGS = {
     'baseline': 'configs/digits/resnet-tiny_1xb32_digits.py',

@@ -51,9 +51,6 @@ def merge_args(cfg, args):
     cfg.load_from = args.checkpoint
     if args.amp:
         cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)
-        if not torch.cuda.is_available():
-            # mmcv's CPU RoIAlign/nms have float32 kernels only
-            run_mmcv_cpu_ops_in_float32()
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
             raise ConfigError('--out must be a .pkl or .pickle file, got '
@@ -75,7 +72,9 @@ def main() -> None:
     setup_cpu_distributed(cfg)
     runner = build_runner(cfg)
     if args.amp and not torch.cuda.is_available():
-        # bfloat16 predictions -> float32 for the metrics (numpy)
+        # CPU autocast: mmcv's RoIAlign/nms have float32 kernels only, and
+        # numpy cannot hold the bfloat16 predictions the metrics receive
+        run_mmcv_cpu_ops_in_float32()
         float32_test_outputs(runner.model)
     metrics = runner.test()
     if not is_main_process():

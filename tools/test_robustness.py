@@ -98,6 +98,7 @@ from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint
 
 import mmgfn  # noqa: F401  checkpoint loading on torch >= 2.6
+from mmgfn.apis.inference import insert_corruption, transform_name
 from mmgfn.datasets.transforms.corruption import (ALL_CORRUPTIONS,
                                                   BENCHMARK_CORRUPTIONS)
 from mmgfn.evaluation.functional import (IMAGENET_P_PERTURBATIONS,
@@ -183,14 +184,6 @@ def parse_args() -> argparse.Namespace:
 
 
 # --------------------------------------------------------------- config ---
-def _type_name(cfg: dict) -> str:
-    """``'mmgfn.ImageNetC'`` -> ``'ImageNetC'``."""
-    name = cfg.get('type', '') if isinstance(cfg, dict) else ''
-    if not isinstance(name, str):
-        name = getattr(name, '__name__', '')
-    return name.split('.')[-1]
-
-
 def _pipeline_datasets(dataset: dict) -> List[dict]:
     """The dataset dicts (through wrappers) that hold a ``pipeline``."""
     if 'pipeline' in dataset:
@@ -212,23 +205,8 @@ def _insert_corruption(dataset: dict, corruption: str,
         raise ConfigError('the test dataset has no pipeline to corrupt '
                           '(test_dataloader.dataset.pipeline)')
     for ds in targets:
-        pipeline = list(ds['pipeline'])
-        loads = [
-            i for i, t in enumerate(pipeline)
-            if _type_name(t).endswith('LoadImageFromFile')
-        ]
-        if not loads:
-            raise ConfigError(
-                'the test pipeline has no LoadImageFromFile step to insert '
-                'mmgfn.ImageCorruption after (types: ' +
-                ', '.join(_type_name(t) for t in pipeline) + ')')
-        pipeline.insert(
-            loads[0] + 1,
-            dict(
-                type='mmgfn.ImageCorruption',
-                corruption=corruption,
-                severity=severity))
-        ds['pipeline'] = pipeline
+        ds['pipeline'] = insert_corruption(ds['pipeline'], corruption,
+                                           severity)
 
 
 def _point_to_corrupted(dataset: dict, root: str, corruption: str,
@@ -260,7 +238,7 @@ def _point_to_corrupted(dataset: dict, root: str, corruption: str,
 
 
 def _has_resize(pipeline: list) -> bool:
-    return any('Resize' in _type_name(t) for t in pipeline)
+    return any('Resize' in transform_name(t) for t in pipeline)
 
 
 class Suite:
@@ -280,7 +258,7 @@ class Suite:
         self.dataset = self.loader['dataset']
         self.cells = self._cells()
         self.data_source = self._data_source()
-        self.native = _type_name(self.dataset) == SUITE_DATASETS.get(
+        self.native = transform_name(self.dataset) == SUITE_DATASETS.get(
             self.name)
         if self.name != 'corrupt' and not self.native and not args.data_root:
             raise ConfigError(
@@ -342,7 +320,7 @@ class Suite:
         bad = [s for s in severities if not 0 <= s <= 5]
         if bad:
             raise ConfigError(f'severities must be in 0-5, got {bad}')
-        if 0 in severities and self.name == 'imagenet-c' and _type_name(
+        if 0 in severities and self.name == 'imagenet-c' and transform_name(
                 self.dataset) == 'ImageNetC':
             raise ConfigError(
                 'severity 0 (clean) evaluates the config\'s own test set, '

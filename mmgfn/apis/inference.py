@@ -19,7 +19,7 @@ from torch import nn
 
 from mmgfn.models.utils.features import forward_batch
 from mmgfn.registry import MODELS
-from mmgfn.utils.preflight import check_file
+from mmgfn.utils.preflight import ConfigError, check_file
 
 #: Options of NeighborAdversarialDataPreprocessor that ClsDataPreprocessor
 #: does not take.
@@ -122,19 +122,29 @@ def insert_corruption(pipeline: list, corruption: str,
     ``LoadImageFromFile``).
 
     Raises:
-        ValueError: If the pipeline has no such transform.
+        ConfigError: If the pipeline has no such transform.
     """
     pipeline = copy.deepcopy(list(pipeline))
     for i, step in enumerate(pipeline):
-        if str(step.get('type', '')).split('.')[-1] == 'LoadImageFromFile':
+        if transform_name(step).endswith('LoadImageFromFile'):
             pipeline.insert(
                 i + 1,
                 dict(type='mmgfn.ImageCorruption', corruption=corruption,
                      severity=severity))
             return pipeline
-    raise ValueError('the test pipeline has no LoadImageFromFile step to put '
-                     'the corruption after: '
-                     f'{[s.get("type") for s in pipeline]}')
+    raise ConfigError(
+        'the test pipeline has no LoadImageFromFile step to insert '
+        'mmgfn.ImageCorruption after (types: ' +
+        ', '.join(transform_name(t) for t in pipeline) + ')')
+
+
+def transform_name(cfg: dict) -> str:
+    """The bare type name of a transform config: ``'mmgfn.ImageCorruption'``
+    -> ``'ImageCorruption'`` (a class given as type -> its name)."""
+    name = cfg.get('type', '') if isinstance(cfg, dict) else ''
+    if not isinstance(name, str):
+        name = getattr(name, '__name__', '')
+    return name.split('.')[-1]
 
 
 @torch.no_grad()

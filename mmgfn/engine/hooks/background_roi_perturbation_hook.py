@@ -28,6 +28,7 @@ from mmgfn.models.losses import NeighborWeightedCELoss
 from mmgfn.models.utils import (NeighborTable, find_modules, frozen_model,
                                 head_class_weights, sign_gradient_attack,
                                 step_and_bounds)
+from mmgfn.models.utils.neighbor_table import last_bbox_head
 from mmgfn.registry import HOOKS
 
 
@@ -121,6 +122,8 @@ class BackgroundRoIPerturbationHook(Hook):
         self.generator.manual_seed(
             random.randrange(2**31) if seed is None else seed)
         self.table: Optional[NeighborTable] = None
+        # a resumed run's table, read before bind() builds the table
+        self._saved_table: Optional[dict] = None
         self._handle = None
         self._model: Optional[nn.Module] = None
 
@@ -168,7 +171,7 @@ class BackgroundRoIPerturbationHook(Hook):
                 f'BackgroundRoIPerturbationHook needs a two-stage detector '
                 f'with an RoI box head (Faster R-CNN, Cascade R-CNN, ...); '
                 f'{type(model).__name__} has none')
-        num_classes = _num_classes(roi_head)
+        num_classes = last_bbox_head(roi_head).num_classes
         if dataset_classes is not None and len(
                 dataset_classes) != num_classes:
             raise ValueError(
@@ -184,9 +187,9 @@ class BackgroundRoIPerturbationHook(Hook):
                     topk=self.topk)
             else:
                 self.table = NeighborTable(num_classes, self.topk)
-            saved = getattr(self, '_saved_table', None)
-            if saved is not None:
-                self.table.load_neighbors(saved['neighbors'], saved['source'])
+            if self._saved_table is not None:
+                self.table.load_neighbors(self._saved_table['neighbors'],
+                                          self._saved_table['source'])
             for loss in losses:
                 loss.share_neighbor_table(self.table)
 
@@ -271,13 +274,6 @@ class BackgroundRoIPerturbationHook(Hook):
         MMLogger.get_current_instance().info(
             'neighbour table built from the box head\'s class weights '
             f'(topk={self.table.topk})')
-
-
-def _num_classes(roi_head: nn.Module) -> int:
-    bbox_head = roi_head.bbox_head
-    if isinstance(bbox_head, nn.ModuleList):
-        bbox_head = bbox_head[-1]
-    return bbox_head.num_classes
 
 
 def _roi_class_scores(roi_head: nn.Module, feats, rois: Tensor):

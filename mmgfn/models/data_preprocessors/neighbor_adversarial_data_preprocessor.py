@@ -278,7 +278,10 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
                 targets, _ = self.neighbor_table.sample(labels)
         else:
             targets = labels
-        step, lower, upper = self._step_and_bounds(inputs)
+        normalized = self._enable_normalize
+        step, lower, upper = step_and_bounds(
+            self.eta, self.eta_unit, self.mean if normalized else None,
+            self.std if normalized else None, inputs)
 
         def loss_fn(x: Tensor) -> Tensor:
             logits = model(x, mode='tensor')
@@ -295,14 +298,6 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
                 upper,
                 num_steps=self.num_steps,
                 toward=self.mode == 'neighbor')
-
-    def _step_and_bounds(self, inputs: Tensor):
-        """Per-channel step and valid range in the space of ``inputs``."""
-        if not self._enable_normalize:
-            return step_and_bounds(self.eta, self.eta_unit, None, None,
-                                   inputs)
-        return step_and_bounds(self.eta, self.eta_unit, self.mean, self.std,
-                               inputs)
 
     def _labels(self, samples: list) -> Tensor:
         """``N`` int64 labels: ``gt_score``'s argmax when batch augments

@@ -313,6 +313,13 @@ def similarity_ranks(embeddings: Tensor) -> Tensor:
     return ranks
 
 
+def last_bbox_head(roi_head: nn.Module) -> nn.Module:
+    """An mmdet RoI head's box head (the last stage of a cascade)."""
+    bbox_head = roi_head.bbox_head
+    return bbox_head[-1] if isinstance(bbox_head, nn.ModuleList) \
+        else bbox_head
+
+
 def head_class_weights(model: nn.Module, num_classes: int) -> Tensor:
     """The ``C x D`` class rows of a model's final classification layer.
 
@@ -327,10 +334,7 @@ def head_class_weights(model: nn.Module, num_classes: int) -> Tensor:
     """
     roi_head = getattr(model, 'roi_head', None)
     if roi_head is not None:
-        bbox_head = roi_head.bbox_head
-        if isinstance(bbox_head, nn.ModuleList):
-            bbox_head = bbox_head[-1]
-        fc = getattr(bbox_head, 'fc_cls', None)
+        fc = getattr(last_bbox_head(roi_head), 'fc_cls', None)
         if isinstance(fc, nn.Linear) and fc.out_features in (num_classes,
                                                               num_classes + 1):
             return fc.weight[:num_classes].detach()
