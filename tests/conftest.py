@@ -1,4 +1,5 @@
 """Shared fixtures: real image files written to temporary folders."""
+import importlib.util
 import json
 import os
 import os.path as osp
@@ -122,3 +123,72 @@ def run_tool(args: list, env: dict = None, timeout: int = 600):
     return subprocess.run(
         cmd, cwd=ROOT, env=full_env, capture_output=True, text=True,
         timeout=timeout)
+
+
+def load_tool(path: str, name: str):
+    """Import the tool script ``path`` (relative to the repository root) as
+    the module ``name``, for tests of its functions."""
+    spec = importlib.util.spec_from_file_location(name, osp.join(ROOT, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# a small mmdet detector (ResNet-18 backbone) on a write_coco() folder, with
+# BackgroundRoIPerturbationHook; format with write_det_config()
+DET_CFG = """
+_base_ = [
+    'mmdet::_base_/models/{model}.py',
+    'mmdet::_base_/datasets/coco_detection.py',
+    'mmdet::_base_/schedules/schedule_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
+model = dict(backbone=dict(depth=18, init_cfg=None),
+             neck=dict(in_channels=[64, 128, 256, 512]), {head})
+pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=(64, 64), keep_ratio=True),
+    dict(type='PackDetInputs'),
+]
+dataset = dict(data_root={root!r}, ann_file='annotations.json',
+               data_prefix=dict(img='images/'),
+               metainfo=dict(classes=('person', 'car')),
+               filter_cfg=dict(filter_empty_gt=True), pipeline=pipeline)
+train_dataloader = dict(batch_size=4, num_workers=0,
+                        persistent_workers=False, dataset=dataset)
+val_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
+                      dataset=dict(dataset, test_mode=True))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file={ann!r})
+test_evaluator = val_evaluator
+train_cfg = dict(max_epochs={epochs}, val_interval=100)
+param_scheduler = []
+optim_wrapper = dict(optimizer=dict(lr=0.01))
+default_hooks = dict(logger=dict(interval=1),
+                     checkpoint=dict(interval=100))
+custom_hooks = [dict(type='mmgfn.BackgroundRoIPerturbationHook', eta=0.01,
+                     seed=0)]
+env_cfg = dict(dist_cfg=dict(backend='gloo'))
+"""
+
+
+def _head(model_name, n):
+    if 'retinanet' in model_name:
+        return f'bbox_head=dict(num_classes={n})'
+    if 'cascade' in model_name:  # a list of stages: set after loading
+        return ''
+    return f'roi_head=dict(bbox_head=dict(num_classes={n}))'
+
+
+def write_det_config(tmp_path, root, model='faster-rcnn_r50_fpn', epochs=3,
+                     num_classes=2, extra=''):
+    """Write a detector config for the COCO folder ``root``; return its
+    path."""
+    path = tmp_path / f'{model}.py'
+    path.write_text(
+        DET_CFG.format(model=model, root=root,
+                       ann=osp.join(root, 'annotations.json'),
+                       epochs=epochs, head=_head(model, num_classes)) +
+        extra)
+    return str(path)

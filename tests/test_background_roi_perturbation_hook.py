@@ -9,65 +9,9 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope, init_default_scope
 from mmengine.runner import Runner
 
-from conftest import run_tool, write_coco
+from conftest import run_tool, write_coco, write_det_config as write_config
 from mmgfn.engine.hooks import BackgroundRoIPerturbationHook
 from mmgfn.registry import MODELS
-
-DET_CFG = """
-_base_ = [
-    'mmdet::_base_/models/{model}.py',
-    'mmdet::_base_/datasets/coco_detection.py',
-    'mmdet::_base_/schedules/schedule_1x.py',
-    'mmdet::_base_/default_runtime.py',
-]
-model = dict(backbone=dict(depth=18, init_cfg=None),
-             neck=dict(in_channels=[64, 128, 256, 512]), {head})
-pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=(64, 64), keep_ratio=True),
-    dict(type='PackDetInputs'),
-]
-dataset = dict(data_root={root!r}, ann_file='annotations.json',
-               data_prefix=dict(img='images/'),
-               metainfo=dict(classes=('person', 'car')),
-               filter_cfg=dict(filter_empty_gt=True), pipeline=pipeline)
-train_dataloader = dict(batch_size=4, num_workers=0,
-                        persistent_workers=False, dataset=dataset)
-val_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
-                      dataset=dict(dataset, test_mode=True))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file={ann!r})
-test_evaluator = val_evaluator
-train_cfg = dict(max_epochs={epochs}, val_interval=100)
-param_scheduler = []
-optim_wrapper = dict(optimizer=dict(lr=0.01))
-default_hooks = dict(logger=dict(interval=1),
-                     checkpoint=dict(interval=100))
-custom_hooks = [dict(type='mmgfn.BackgroundRoIPerturbationHook', eta=0.01,
-                     seed=0)]
-env_cfg = dict(dist_cfg=dict(backend='gloo'))
-"""
-
-
-def _head(model_name, n):
-    if 'retinanet' in model_name:
-        return f'bbox_head=dict(num_classes={n})'
-    if 'cascade' in model_name:  # a list of stages: set after loading
-        return ''
-    return f'roi_head=dict(bbox_head=dict(num_classes={n}))'
-
-
-def write_config(tmp_path, root, model='faster-rcnn_r50_fpn', epochs=3,
-                 num_classes=2, extra=''):
-    path = tmp_path / f'{model}.py'
-    path.write_text(
-        DET_CFG.format(model=model, root=root,
-                       ann=osp.join(root, 'annotations.json'),
-                       epochs=epochs, head=_head(model, num_classes)) +
-        extra)
-    return str(path)
-
 
 def _runner(cfg_path, work_dir):
     DefaultScope._instance_dict.clear()

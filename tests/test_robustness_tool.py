@@ -1,5 +1,4 @@
 """tools/test_robustness.py end to end: real models, real files."""
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -10,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import (DIGITS_CONFIG, ROOT, digits_options, make_image,
+from conftest import (DIGITS_CONFIG, digits_options, load_tool, make_image,
                       run_tool, write_image_folder)
 from mmengine.config import Config
 from mmengine.registry import DefaultScope, init_default_scope
@@ -62,11 +61,7 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope='module')
 def tool():
     """tools/test_robustness.py imported as a module (for its checks)."""
-    spec = importlib.util.spec_from_file_location(
-        'test_robustness_tool_module', osp.join(ROOT, TOOL))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(TOOL, 'test_robustness_tool_module')
 
 
 def _digits_model(num_classes: int):

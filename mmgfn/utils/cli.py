@@ -100,7 +100,8 @@ def setup_cpu_distributed(cfg: Config) -> None:
         torch.distributed.init_process_group(backend='gloo')
     wrapper = cfg.get('model_wrapper_cfg') or dict(
         type='MMDistributedDataParallel')
-    wrapper.setdefault('device_ids', None)
+    if 'DistributedDataParallel' in str(wrapper.get('type')):
+        wrapper.setdefault('device_ids', None)  # DDP of a CPU model
     cfg.model_wrapper_cfg = wrapper
 
 

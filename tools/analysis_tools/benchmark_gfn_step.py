@@ -1,12 +1,21 @@
 """Cost of a GFN training step against the plain step of the same model.
 
-For each model, the same weights and the same batch go through mmengine's
-``train_step`` twice over: once with mmpretrain's ``ClsDataPreprocessor``
-and cross-entropy (plain), once with
-:class:`~mmgfn.models.NeighborAdversarialDataPreprocessor` and
-:class:`~mmgfn.models.NeighborWeightedCELoss` (GFN). Printed: ms/step of
-both and their ratio, and the peak memory of both and their ratio, all
-measured in this run.
+For each model, the same initial weights and the same batch go through
+mmengine's ``train_step`` twice over, once per variant:
+
+* classifiers: mmpretrain's ``ClsDataPreprocessor`` and cross-entropy
+  (plain) against
+  :class:`~mmgfn.models.NeighborAdversarialDataPreprocessor` and
+  :class:`~mmgfn.models.NeighborWeightedCELoss` (GFN);
+* detectors: mmdet's Faster R-CNN (plain) against the same detector with
+  :class:`~mmgfn.engine.hooks.BackgroundRoIPerturbationHook` attached (GFN).
+  The hook is attached by its own ``before_train``, called with a stand-in
+  for the Runner that has the two attributes it reads (``model`` and
+  ``train_dataloader.dataset.metainfo['classes']``), so the benchmark runs
+  the code path of a real training run.
+
+Printed: ms/step of both and their ratio, and the peak memory of both and
+their ratio, all measured in this run.
 
 * Time: median over ``--steps`` steps after ``--warmup`` steps; plain and
   GFN blocks alternate so that drift affects both.
@@ -14,15 +23,31 @@ measured in this run.
   CPU, each variant runs in a fresh subprocess and the peak is the growth of
   the resident set (``ru_maxrss``) over the steps above the resident set
   after the model was built.
+* ``--amp``: autocast through :class:`mmgfn.DeviceAmpOptimWrapper` with
+  ``--amp-dtype`` (bfloat16 by default; float16 uses dynamic loss scaling
+  on CUDA). Without it the step runs in float32.
 
-Models: ``resnet-tiny`` and ``vit-tiny`` (the digits configs, 32x32 inputs)
-and ``vit-b16`` (mmpretrain's ViT-B/16, 224x224, 1000 classes; for a GPU).
+Models:
+
+* ``resnet-tiny``, ``vit-tiny``: the digits configs, 32x32 inputs, batch 32;
+* ``vit-b16``: mmpretrain's ViT-B/16, 224x224, 1000 classes, batch 64
+  (for a GPU);
+* ``faster-rcnn-r18``: mmdet's ``faster-rcnn_r50_fpn`` with a ResNet-18
+  backbone, 80 classes, batch 2 of 320x320 images (for a CPU);
+* ``faster-rcnn-r50``: mmdet's Faster R-CNN R-50-FPN, 80 classes, batch 2
+  of 800x1333 images (for a GPU).
+
+Detection batches: seeded uint8 images with 5 ground-truth boxes each, made
+by ``mmdet.testing.demo_mm_inputs``; every second image is 3/4 as wide as
+``--det-size`` so that the batch is padded as a real one. Backbones start
+from random weights (``init_cfg=None``, nothing is downloaded).
 
 Example::
 
     python tools/analysis_tools/benchmark_gfn_step.py               # CPU
-    python tools/analysis_tools/benchmark_gfn_step.py --device cuda \\
-        --models vit-b16 --batch-size 64 --amp                      # GPU
+    python tools/analysis_tools/benchmark_gfn_step.py --models faster-rcnn-r18
+    python tools/analysis_tools/benchmark_gfn_step.py --device cuda --amp \\
+        --models vit-b16 faster-rcnn-r50                            # GPU
 """
 import argparse
 import json
@@ -32,58 +57,79 @@ import statistics
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+DET_BASE = 'mmdet::_base_/models/faster-rcnn_r50_fpn.py'
 MODELS = {
     'resnet-tiny': dict(
-        config='configs/digits/resnet-tiny_1xb32_digits.py', size=32,
-        num_classes=10, topk=3),
+        task='cls', config='configs/digits/resnet-tiny_1xb32_digits.py',
+        size=32, num_classes=10, topk=3, batch_size=32),
     'vit-tiny': dict(
-        config='configs/digits/vit-tiny_1xb32_digits.py', size=32,
-        num_classes=10, topk=3),
+        task='cls', config='configs/digits/vit-tiny_1xb32_digits.py',
+        size=32, num_classes=10, topk=3, batch_size=32),
     'vit-b16': dict(
+        task='cls',
         config='mmpretrain::vision_transformer/vit-base-p16_64xb64_in1k.py',
-        size=224, num_classes=1000, topk=20),
+        size=224, num_classes=1000, topk=20, batch_size=64),
+    'faster-rcnn-r18': dict(
+        task='det', config=DET_BASE, depth=18, size=(320, 320),
+        num_classes=80, batch_size=2),
+    'faster-rcnn-r50': dict(
+        task='det', config=DET_BASE, depth=50, size=(800, 1333),
+        num_classes=80, batch_size=2),
 }
+DET_BOXES_PER_IMAGE = 5
+AMP_DTYPES = ('bfloat16', 'float16')
 
 
-def parse_args():
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--models', nargs='+', choices=list(MODELS),
                         help='defaults to resnet-tiny vit-tiny on a CPU, '
-                        'vit-b16 on a GPU')
+                        'vit-b16 faster-rcnn-r50 on a GPU')
     parser.add_argument('--device', default='cuda' if
                         torch.cuda.is_available() else 'cpu')
     parser.add_argument('--batch-size', type=int,
-                        help='defaults to 32 (tiny models) / 64 (vit-b16)')
+                        help='defaults to 32 (tiny classifiers), 64 '
+                        '(vit-b16), 2 (detectors)')
+    parser.add_argument('--det-size', nargs=2, type=int, metavar=('H', 'W'),
+                        help='detection image size (defaults: 320 320 for '
+                        'faster-rcnn-r18, 800 1333 for faster-rcnn-r50)')
     parser.add_argument('--steps', type=int, default=20)
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--amp', action='store_true',
-                        help='bfloat16 autocast (mmgfn.DeviceAmpOptimWrapper)')
+                        help='mixed precision (mmgfn.DeviceAmpOptimWrapper)')
+    parser.add_argument('--amp-dtype', choices=AMP_DTYPES,
+                        help='autocast dtype; implies --amp (default '
+                        'bfloat16; float16 uses dynamic loss scaling on '
+                        'CUDA)')
     parser.add_argument('--json', help='also write the results here')
     parser.add_argument('--memory-probe', choices=['plain', 'gfn'],
                         help=argparse.SUPPRESS)
     parser.add_argument('--model', help=argparse.SUPPRESS)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.amp_dtype:
+        args.amp = True
+    elif args.amp:
+        args.amp_dtype = 'bfloat16'
+    return args
 
 
-def build(name: str, variant: str, device: str, amp: bool):
-    """The model and its optimizer wrapper for one variant."""
+def _load_config(path: str):
     from mmengine.config import Config
-    from mmengine.registry import DefaultScope
-
-    from mmgfn.registry import MODELS as GFN_MODELS
-    from mmgfn.registry import OPTIM_WRAPPERS
-    from mmgfn.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
-    spec = MODELS[name]
-    if spec['config'].startswith('mmpretrain::'):
+    if '::' in path:
         from mmengine.hub import get_config
-        cfg = get_config(spec['config'])
-    else:
-        cfg = Config.fromfile(osp.join(ROOT, spec['config']))
+        return get_config(path)
+    return Config.fromfile(osp.join(ROOT, path))
+
+
+def classifier_cfg(spec: dict, variant: str):
+    """The config of a classifier and its plain or GFN loss and
+    preprocessor."""
+    cfg = _load_config(spec['config'])
     model_cfg = cfg.model.copy()
     model_cfg.setdefault('_scope_', 'mmpretrain')
     pre = dict(cfg.get('data_preprocessor') or {})
@@ -99,21 +145,81 @@ def build(name: str, variant: str, device: str, amp: bool):
     pre.pop('batch_augments', None)
     model_cfg.data_preprocessor = pre
     model_cfg.train_cfg = None
+    return model_cfg
+
+
+def detector_cfg(spec: dict):
+    """The Faster R-CNN config (the same for both variants)."""
+    model_cfg = _load_config(spec['config']).model.copy()
+    model_cfg.setdefault('_scope_', 'mmdet')
+    model_cfg.backbone.update(depth=spec['depth'], init_cfg=None)
+    if spec['depth'] < 50:  # BasicBlock ResNets: 64..512 channels
+        model_cfg.neck.in_channels = [64, 128, 256, 512]
+    model_cfg.roi_head.bbox_head.num_classes = spec['num_classes']
+    return model_cfg
+
+
+def attach_roi_perturbation(model) -> None:
+    """Attach BackgroundRoIPerturbationHook the way the Runner does: its
+    ``before_train`` with an object holding what it reads of the Runner."""
+    from mmdet.datasets import CocoDataset
+
+    from mmgfn.registry import HOOKS
+    hook = HOOKS.build(
+        dict(type='mmgfn.BackgroundRoIPerturbationHook', eta=0.01, seed=0))
+    classes = CocoDataset.METAINFO['classes']  # checked against the head
+    hook.before_train(SimpleNamespace(
+        model=model,
+        train_dataloader=SimpleNamespace(
+            dataset=SimpleNamespace(metainfo=dict(classes=classes)))))
+
+
+def build(name: str, variant: str, device: str, amp_dtype=None):
+    """The model and its optimizer wrapper for one variant (``amp_dtype``
+    None: float32)."""
+    from mmengine.registry import DefaultScope
+
+    from mmgfn.registry import MODELS as GFN_MODELS
+    from mmgfn.registry import OPTIM_WRAPPERS
+    from mmgfn.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    spec = MODELS[name]
+    detector = spec['task'] == 'det'
+    model_cfg = detector_cfg(spec) if detector else classifier_cfg(
+        spec, variant)
     DefaultScope.get_instance(f'bench-{variant}-{time.time()}',
                               scope_name='mmgfn')
     torch.manual_seed(0)
-    model = GFN_MODELS.build(model_cfg).to(device)
+    model = GFN_MODELS.build(model_cfg)
+    if detector:
+        model.init_weights()  # mmdet's head and FPN initialisation
+    model = model.to(device)
     model.train()
+    if detector and variant == 'gfn':
+        attach_roi_perturbation(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     wrapper = dict(type='mmgfn.DeviceAmpOptimWrapper',
-                   dtype='bfloat16') if amp else dict(type='OptimWrapper')
+                   dtype=amp_dtype) if amp_dtype else dict(type='OptimWrapper')
     wrapper = OPTIM_WRAPPERS.build(dict(wrapper, optimizer=optimizer))
     return model, wrapper
 
 
-def batch(name: str, batch_size: int):
-    from mmpretrain.structures import DataSample
+def det_size(name: str, args):
+    """A detector's (h, w) image size; None for a classifier."""
     spec = MODELS[name]
+    if spec['task'] != 'det':
+        return None
+    return tuple(args.det_size or spec['size'])
+
+
+def batch(name: str, batch_size: int, size=None) -> dict:
+    """The seeded batch of ``batch_size`` uint8 images (``size`` (h, w): a
+    detector's image size)."""
+    spec = MODELS[name]
+    if spec['task'] == 'det':
+        return det_batch(batch_size, size or spec['size'],
+                         spec['num_classes'])
+    from mmpretrain.structures import DataSample
     g = torch.Generator().manual_seed(0)
     size = spec['size']
     return dict(
@@ -125,6 +231,20 @@ def batch(name: str, batch_size: int):
             DataSample().set_gt_label(i % spec['num_classes'])
             for i in range(batch_size)
         ])
+
+
+def det_batch(batch_size: int, size: tuple, num_classes: int) -> dict:
+    """mmdet's demo batch (seeded): ``inputs`` ``3 x h x w`` uint8, and
+    DetDataSamples with ``gt_instances`` and ``img_shape``; every second
+    image is 3/4 as wide."""
+    from mmdet.testing import demo_mm_inputs
+    h, w = size
+    shapes = [(3, h, w if i % 2 == 0 else max(1, w * 3 // 4))
+              for i in range(batch_size)]
+    return demo_mm_inputs(
+        batch_size=batch_size, image_shapes=shapes,
+        num_items=[DET_BOXES_PER_IMAGE] * batch_size,
+        num_classes=num_classes)
 
 
 def _sync(device: str) -> None:
@@ -150,29 +270,47 @@ def rss_bytes() -> int:
 
 def memory_probe(args) -> None:
     """Subprocess: print the peak RSS growth of ``steps`` training steps."""
-    model, wrapper = build(args.model, args.memory_probe, 'cpu', args.amp)
-    data = batch(args.model, args.batch_size)
+    model, wrapper = build(args.model, args.memory_probe, 'cpu',
+                           args.amp_dtype)
+    data = batch(args.model, args.batch_size, det_size(args.model, args))
     base = rss_bytes()
     time_steps(model, wrapper, data, max(3, args.warmup), 'cpu')
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps(dict(peak=max(peak - base, 1))))
 
 
-def cpu_peak(args, name: str, variant: str, batch_size: int) -> int:
-    cmd = [
-        sys.executable, __file__, '--model', name, '--memory-probe', variant,
-        '--batch-size', str(batch_size), '--warmup', str(args.warmup)
-    ] + (['--amp'] if args.amp else [])
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True,
-                         cwd=ROOT).stdout
-    return json.loads(out.strip().splitlines()[-1])['peak']
+def cpu_peaks(args, name: str, batch_size: int) -> dict:
+    """Peak RSS growth of each variant, each in a fresh subprocess (both run
+    at once: only their memory is measured)."""
+    size = det_size(name, args)
+    procs = {}
+    for variant in ('plain', 'gfn'):
+        cmd = [
+            sys.executable, __file__, '--model', name, '--memory-probe',
+            variant, '--batch-size', str(batch_size), '--warmup',
+            str(args.warmup)
+        ] + (['--det-size', *map(str, size)] if size else []) + (
+            ['--amp-dtype', args.amp_dtype] if args.amp else [])
+        procs[variant] = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT)
+    peaks = {}
+    for variant, proc in procs.items():
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f'the {variant} memory probe of {name} failed:\n'
+                f'{err[-3000:]}')
+        peaks[variant] = json.loads(out.strip().splitlines()[-1])['peak']
+    return peaks
 
 
 def measure(args, name: str) -> dict:
     device = args.device
-    batch_size = args.batch_size or (64 if name == 'vit-b16' else 32)
-    data = batch(name, batch_size)
-    runs = {v: build(name, v, device, args.amp) for v in ('plain', 'gfn')}
+    batch_size = args.batch_size or MODELS[name]['batch_size']
+    data = batch(name, batch_size, det_size(name, args))
+    runs = {v: build(name, v, device, args.amp_dtype)
+            for v in ('plain', 'gfn')}
     times = {'plain': [], 'gfn': []}
     peaks = {}
     for v, (model, wrapper) in runs.items():
@@ -190,43 +328,62 @@ def measure(args, name: str) -> dict:
             peaks[v] = torch.cuda.max_memory_allocated()
     else:
         del runs
-        peaks = {v: cpu_peak(args, name, v, batch_size)
-                 for v in ('plain', 'gfn')}
+        peaks = cpu_peaks(args, name, batch_size)
     ms = {v: 1000 * statistics.median(t) for v, t in times.items()}
-    return dict(
-        model=name, device=device, batch_size=batch_size,
-        amp=bool(args.amp), steps=len(times['plain']),
-        plain_ms=ms['plain'], gfn_ms=ms['gfn'],
+    result = dict(
+        model=name, device=device, dtype=args.amp_dtype or 'float32',
+        batch_size=batch_size, amp=bool(args.amp),
+        steps=len(times['plain']), plain_ms=ms['plain'], gfn_ms=ms['gfn'],
         time_ratio=ms['gfn'] / ms['plain'],
         plain_peak_mb=peaks['plain'] / 2**20,
         gfn_peak_mb=peaks['gfn'] / 2**20,
         memory_ratio=peaks['gfn'] / peaks['plain'])
+    if det_size(name, args):
+        result['image_size'] = list(det_size(name, args))
+    return result
+
+
+HEADER = ('model', 'dtype', 'batch', 'plain ms', 'GFN ms', 'time ratio',
+          'plain peak MB', 'GFN peak MB', 'memory ratio')
+
+
+def table_row(r: dict) -> str:
+    """One markdown row of :data:`HEADER` for a result of
+    :func:`measure`."""
+    model = r['model']
+    if 'image_size' in r:
+        model += ' ({}x{})'.format(*r['image_size'])
+    cells = (model, r['dtype'], r['batch_size'], f"{r['plain_ms']:.1f}",
+             f"{r['gfn_ms']:.1f}", f"{r['time_ratio']:.2f}x",
+             f"{r['plain_peak_mb']:.1f}", f"{r['gfn_peak_mb']:.1f}",
+             f"{r['memory_ratio']:.2f}x")
+    return '| ' + ' | '.join(map(str, cells)) + ' |'
 
 
 def main() -> None:
+    from mmengine.logging import MMLogger
     args = parse_args()
+    # quiet: init_weights() logs every parameter's initialisation
+    MMLogger.get_instance('benchmark_gfn_step', log_level='WARNING')
     if args.memory_probe:
         memory_probe(args)
         return
     torch.backends.cudnn.benchmark = True
-    names = args.models or (['vit-b16'] if args.device.startswith('cuda')
-                            else ['resnet-tiny', 'vit-tiny'])
+    names = args.models or (['vit-b16', 'faster-rcnn-r50']
+                            if args.device.startswith('cuda') else
+                            ['resnet-tiny', 'vit-tiny'])
     results = []
     device_name = (torch.cuda.get_device_name()
                    if args.device.startswith('cuda') else 'CPU, '
                    f'{torch.get_num_threads()} threads')
-    print(f'device: {device_name}; torch {torch.__version__}')
-    header = ('model', 'batch', 'plain ms', 'GFN ms', 'time ratio',
-              'plain peak MB', 'GFN peak MB', 'memory ratio')
-    print('| ' + ' | '.join(header) + ' |')
-    print('|' + '---|' * len(header))
+    print(f'device: {device_name}; torch {torch.__version__}; '
+          f'{args.steps} steps after {args.warmup} warm-up steps')
+    print('| ' + ' | '.join(HEADER) + ' |')
+    print('|' + '---|' * len(HEADER))
     for name in names:
         r = measure(args, name)
         results.append(r)
-        print(f"| {name}{' (bf16)' if r['amp'] else ''} | {r['batch_size']} "
-              f"| {r['plain_ms']:.1f} | {r['gfn_ms']:.1f} "
-              f"| {r['time_ratio']:.2f}x | {r['plain_peak_mb']:.0f} "
-              f"| {r['gfn_peak_mb']:.0f} | {r['memory_ratio']:.2f}x |")
+        print(table_row(r), flush=True)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(dict(device=device_name, results=results), f, indent=2)

@@ -19,13 +19,13 @@ import random
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from mmengine.hooks import Hook
 from mmengine.logging import MMLogger
 from torch import Tensor, nn
 
 from mmgfn.models.losses import NeighborWeightedCELoss
-from mmgfn.models.utils import (NeighborTable, find_modules, frozen_model,
+from mmgfn.models.utils import (AttackGradScaler, NeighborTable,
+                                find_modules, frozen_model,
                                 head_class_weights, sign_gradient_attack,
                                 step_and_bounds)
 from mmgfn.models.utils.neighbor_table import last_bbox_head
@@ -52,7 +52,11 @@ class BackgroundRoIPerturbationHook(Hook):
     come from the RoI head's box branch on the backbone+neck features (all
     stages of a Cascade R-CNN, summed).
 
-    Same rules as the classification attack: parameters, ``.grad``,
+    The step has the sign of the summed background cross-entropy's input
+    gradient, also for RoIs already confidently background (see
+    :func:`mmgfn.models.utils.ce_sign_gradient`), is loss-scaled under
+    float16 and makes no host sync. Same rules as the classification
+    attack: parameters, ``.grad``,
     buffers and optimizer state are unchanged and only the input gradient is
     computed (:func:`mmgfn.models.utils.frozen_model`); under DDP it runs the
     wrapped module; under ``--amp`` it runs in the training step's autocast
@@ -126,6 +130,7 @@ class BackgroundRoIPerturbationHook(Hook):
         self._saved_table: Optional[dict] = None
         self._handle = None
         self._model: Optional[nn.Module] = None
+        self.grad_scaler = AttackGradScaler()
 
     # ------------------------------------------------------------- hooks
     def before_train(self, runner) -> None:
@@ -143,7 +148,7 @@ class BackgroundRoIPerturbationHook(Hook):
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         """Save the neighbour table with the checkpoint."""
-        if self.table is not None and bool(self.table.built):
+        if self.table is not None and self.table.is_built:
             checkpoint['neighbor_table'] = dict(
                 neighbors=self.table.neighbors.cpu(), source=self.table.source)
 
@@ -203,17 +208,20 @@ class BackgroundRoIPerturbationHook(Hook):
 
     def targets(self, labels: Tensor) -> Tensor:
         """``R`` target classes: background (``C``), or with probability
-        ``neighbor_ratio`` a random neighbour of the label."""
+        ``neighbor_ratio`` a random neighbour of the label. The draws come
+        from the hook's CPU generator; nothing waits for the device."""
         targets = torch.full_like(labels, self.num_classes)
-        if self.neighbor_ratio > 0 and labels.numel():
-            pick = torch.rand(labels.shape, generator=self.generator) < \
-                self.neighbor_ratio
-            pick = pick.to(labels.device)
-            if pick.any():
-                nbrs, _ = self.table.sample(labels[pick].cpu(),
-                                            self.generator)
-                targets[pick] = nbrs.to(labels.device)
-        return targets
+        if self.neighbor_ratio == 0 or not labels.numel():
+            return targets
+        pick = torch.rand(labels.shape, generator=self.generator) < \
+            self.neighbor_ratio
+        rank = torch.randint(0, self.table.topk, labels.shape,
+                             generator=self.generator)
+        self.table.check_built()
+        nbrs = self.table.neighbors.to(labels.device)[
+            labels, rank.to(labels.device, non_blocking=True)]
+        return torch.where(pick.to(labels.device, non_blocking=True), nbrs,
+                           targets)
 
     def perturb(self, inputs: Tensor, data_samples: list) -> Tensor:
         """The perturbed batch ``x'``.
@@ -253,21 +261,25 @@ class BackgroundRoIPerturbationHook(Hook):
             mask[i, :, :h, :w] = 1
         step = step * mask
         roi_head = model.roi_head
+        eval_mode = self.attack_mode == 'eval'
+        # RoIs of one image share its pixels: CE's relative RoI weights are
+        # kept per image (per batch when BatchNorm couples the images)
+        groups = rois[:, 0].long() if eval_mode else torch.zeros_like(labels)
+        stages = getattr(roi_head, 'num_stages', 1)
 
-        def loss_fn(x: Tensor) -> Tensor:
+        def logits_fn(x: Tensor) -> Tensor:
             feats = model.extract_feat(x)
-            loss = 0.0
-            for scores in _roi_class_scores(roi_head, feats, rois):
-                loss = loss + F.cross_entropy(
-                    scores.float(), targets, reduction='sum')
-            return loss
+            return torch.cat(list(_roi_class_scores(roi_head, feats, rois)))
 
-        with frozen_model(model, eval_mode=self.attack_mode == 'eval'):
-            return sign_gradient_attack(loss_fn, inputs, step, lower, upper,
-                                        self.num_steps, toward=True)
+        with frozen_model(model, eval_mode=eval_mode):
+            return sign_gradient_attack(
+                logits_fn, inputs, targets.repeat(stages), step, lower,
+                upper, self.num_steps, toward=True,
+                groups=groups.repeat(stages), num_groups=len(data_samples),
+                scaler=self.grad_scaler)
 
     def _maybe_build_table(self, model: nn.Module) -> None:
-        if self.table is None or bool(self.table.built):
+        if self.table is None or self.table.is_built:
             return
         self.table.update_from_embeddings(
             head_class_weights(model, self.num_classes), source='head')

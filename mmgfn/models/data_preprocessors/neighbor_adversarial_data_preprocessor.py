@@ -19,14 +19,13 @@ from numbers import Number
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from mmengine.logging import MMLogger
 from mmpretrain.models.utils.data_preprocessor import ClsDataPreprocessor
 from torch import Tensor, nn
 
 from mmgfn.registry import MODELS
-from ..utils.attack import (frozen_model, sign_gradient_attack,
-                            step_and_bounds)
+from ..utils.attack import (AttackGradScaler, frozen_model,
+                            sign_gradient_attack, step_and_bounds)
 from ..utils.neighbor_table import (NeighborTable, check_topk, find_modules,
                                     head_class_weights)
 
@@ -59,15 +58,23 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
     neighbours (independently per sample and step of training).
 
     **The model.** The attack needs the model that owns this preprocessor,
-    but the model must not become a submodule (that would make a cycle in
-    ``state_dict``). The preprocessor keeps a weak reference, set by
-    :meth:`bind` or, automatically, on the first training call: it looks up
-    the caller's ``train_step`` (mmengine's ``BaseModel`` or
-    ``MMDistributedDataParallel``, whose ``data_preprocessor`` is this
-    object). Under DDP the attack runs the wrapped module, so no gradient
-    synchronisation is triggered. When bound, the preprocessor shares its
-    neighbour table with every :class:`NeighborWeightedCELoss` of the model
-    that has no table of its own.
+    which must not become a submodule (a cycle in ``state_dict``) and which
+    mmengine does not pass to a data preprocessor. At every training call
+    the preprocessor takes the innermost caller on the call stack whose
+    ``self`` is a model (or a DDP wrapper of one) whose ``data_preprocessor``
+    is this object: mmengine's ``BaseModel.train_step``, a custom
+    ``train_step`` however deep its helpers, each of two models that share
+    one preprocessor. Nothing is cached, so ``deepcopy``/``pickle`` of a
+    model need no care and a copy attacks with its own weights; outside a
+    model's methods :meth:`bind` names the model (weakly referenced,
+    re-checked at every call, dropped by ``deepcopy``/``pickle``). This
+    keeps the component a plain ``data_preprocessor`` of mmpretrain
+    configs, where an explicit model argument would need a custom model
+    class. Under DDP the attack runs the wrapped module, so no gradient
+    synchronisation is triggered; FSDP is refused with a message (the
+    attack would run outside its parameter unsharding). The preprocessor
+    shares its neighbour table with every :class:`NeighborWeightedCELoss`
+    of the model that has no table of its own.
 
     **Model mode during the attack.** ``attack_mode='eval'`` (default) takes
     the gradient of the model in eval mode: BatchNorm uses its running
@@ -76,6 +83,17 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
     a batch and a step can lower a sample's own loss). ``'train'`` keeps the
     training mode (the gradient of the forward pass about to run). The paper
     does not say; for ViTs without dropout both are the same.
+
+    **Exact signs.** The step takes the sign of the cross-entropy's input
+    gradient through :func:`mmgfn.models.utils.ce_sign_gradient`, which does
+    not vanish for confident samples (a float32 CE gradient does once
+    ``CE < ~6e-8``, and the untargeted step then fails to raise the loss);
+    under float16 autocast the backward is scaled
+    (:class:`mmgfn.models.utils.AttackGradScaler`) so that small gradients
+    keep their sign. In ``attack_mode='eval'`` every sample's sign is exact
+    on its own; in ``'train'`` the samples keep CE's relative weights
+    (BatchNorm couples them). No step waits for the GPU: errors found on the
+    device are raised asynchronously (:mod:`mmgfn.models.utils.deferred_check`).
 
     **No trace.** Parameters, their ``.grad``, buffers (BatchNorm statistics)
     and optimizer state are unchanged by the attack; only the input gradient
@@ -176,57 +194,99 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
                     f'neighbor_file="{neighbor_file}" is given but '
                     "neighbor_source='head'; set neighbor_source='file'")
             self.neighbor_table = NeighborTable(num_classes, topk)
-        self._model_ref = None
+        self.grad_scaler = AttackGradScaler()
+        self._bound = None
         self._train_steps = 0
 
     # ------------------------------------------------------------ the model
     def bind(self, model: nn.Module) -> None:
-        """Attach the model the attack differentiates (weakly referenced),
-        and share the neighbour table with its neighbour-weighted losses.
+        """Name the model to attack when this preprocessor is called outside
+        a model's ``train_step`` (tests, custom loops).
+
+        The reference is weak, checked on every call (the model must still
+        own this preprocessor), and neither copied nor pickled: a
+        ``deepcopy`` of the model finds itself through its own
+        ``train_step``.
 
         Args:
             model (nn.Module): The model whose ``data_preprocessor`` this is
                 (a DDP wrapper is unwrapped).
+
+        Raises:
+            ValueError: If ``model`` does not own this preprocessor.
+            RuntimeError: If ``model`` is wrapped by FSDP.
         """
-        model = getattr(model, 'module', model)
-        if getattr(model, 'data_preprocessor', None) is not self:
-            raise ValueError(f'{type(model).__name__} does not own this '
-                             'data preprocessor')
-        self._model_ref = weakref.ref(model)
-        from ..losses.neighbor_weighted_ce_loss import NeighborWeightedCELoss
-        for loss in find_modules(model, NeighborWeightedCELoss):
-            loss.share_neighbor_table(self.neighbor_table)
+        model = self._owner(model)
+        if model is None:
+            raise ValueError('the model does not own this data preprocessor')
+        self._bound = weakref.ref(model)
+        self._share_table(model)
 
     @property
     def model(self) -> nn.Module:
-        """The bound model (see :meth:`bind`)."""
-        model = self._model_ref() if self._model_ref is not None else None
+        """The model to attack: the one whose ``train_step`` (or any method)
+        is calling this preprocessor, found on the call stack at every call;
+        else the model given to :meth:`bind`, if it still owns this
+        preprocessor."""
+        model = self._find_caller_model()
+        if model is None and self._bound is not None:
+            model = self._owner(self._bound())
         if model is None:
-            model = self._find_caller_model()
-            if model is None:
-                raise RuntimeError(
-                    'NeighborAdversarialDataPreprocessor is not bound to a '
-                    'model: it binds itself when called from a model\'s '
-                    'train_step; otherwise call preprocessor.bind(model)')
-            self.bind(model)
+            raise RuntimeError(
+                'NeighborAdversarialDataPreprocessor found no model to '
+                'attack: call it from the train_step of the model that owns '
+                'it (as mmengine does), or call preprocessor.bind(model)')
+        self._share_table(model)
         return model
 
+    def _owner(self, module: Optional[nn.Module]) -> Optional[nn.Module]:
+        """``module`` (unwrapped from DDP) if it owns this preprocessor."""
+        if not isinstance(module, nn.Module) or module is self:
+            return None
+        if _is_fsdp(module):
+            inner = getattr(module, 'module', None)
+            if getattr(inner, 'data_preprocessor', None) is self:
+                raise RuntimeError(
+                    'NeighborAdversarialDataPreprocessor does not support '
+                    'FullyShardedDataParallel: the attack differentiates the '
+                    'whole model outside the wrapper\'s parameter unsharding. '
+                    'Train with DDP (MMDistributedDataParallel, the default '
+                    'of tools/dist_train.sh)')
+            return None
+        module = getattr(module, 'module', module)
+        if getattr(module, 'data_preprocessor', None) is self:
+            return module
+        return None
+
     def _find_caller_model(self) -> Optional[nn.Module]:
-        """The model (or DDP wrapper) whose ``train_step`` called us."""
-        frame = inspect.currentframe()
+        """The innermost caller on the stack whose ``self`` is a model (or a
+        DDP wrapper of one) that owns this preprocessor; no depth limit."""
+        frame = inspect.currentframe().f_back
         try:
-            for _ in range(8):
-                frame = frame.f_back if frame is not None else None
-                if frame is None:
-                    return None
-                owner = frame.f_locals.get('self')
-                if isinstance(owner, nn.Module):
-                    inner = getattr(owner, 'module', owner)
-                    if getattr(inner, 'data_preprocessor', None) is self:
-                        return inner
+            while frame is not None:
+                model = self._owner(frame.f_locals.get('self'))
+                if model is not None:
+                    return model
+                frame = frame.f_back
             return None
         finally:
             del frame
+
+    def _share_table(self, model: nn.Module) -> None:
+        """Give the model's neighbour-weighted losses this table (once per
+        model; a marker in the model's ``__dict__`` follows deepcopies)."""
+        if model.__dict__.get('_gfn_neighbor_table') is self.neighbor_table:
+            return
+        from ..losses.neighbor_weighted_ce_loss import NeighborWeightedCELoss
+        for loss in find_modules(model, NeighborWeightedCELoss):
+            loss.share_neighbor_table(self.neighbor_table)
+        model.__dict__['_gfn_neighbor_table'] = self.neighbor_table
+
+    def __getstate__(self) -> dict:
+        # the bound model is not part of this object (pickle, deepcopy)
+        state = self.__dict__.copy()
+        state['_bound'] = None
+        return state
 
     # ------------------------------------------------------------- forward
     def forward(self, data: dict, training: bool = False) -> dict:
@@ -283,21 +343,28 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
             self.eta, self.eta_unit, self.mean if normalized else None,
             self.std if normalized else None, inputs)
 
-        def loss_fn(x: Tensor) -> Tensor:
+        def logits_fn(x: Tensor) -> Tensor:
             logits = model(x, mode='tensor')
             if isinstance(logits, (tuple, list)):
                 logits = logits[-1]
-            return F.cross_entropy(logits.float(), targets, reduction='sum')
+            return logits
 
-        with frozen_model(model, eval_mode=self.attack_mode == 'eval'):
+        eval_mode = self.attack_mode == 'eval'
+        with frozen_model(model, eval_mode=eval_mode):
             return sign_gradient_attack(
-                loss_fn,
+                logits_fn,
                 inputs,
+                targets,
                 step,
                 lower,
                 upper,
                 num_steps=self.num_steps,
-                toward=self.mode == 'neighbor')
+                toward=self.mode == 'neighbor',
+                # in training mode BatchNorm couples the samples: keep CE's
+                # relative sample weights (see ce_sign_gradient)
+                groups=None if eval_mode else torch.zeros_like(targets),
+                num_groups=1,
+                scaler=self.grad_scaler)
 
     def _labels(self, samples: list) -> Tensor:
         """``N`` int64 labels: ``gt_score``'s argmax when batch augments
@@ -317,7 +384,7 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
         refresh = (
             self.refresh_interval > 0 and self._train_steps > 0
             and self._train_steps % self.refresh_interval == 0)
-        if bool(self.neighbor_table.built) and not refresh:
+        if self.neighbor_table.is_built and not refresh:
             return
         weights = head_class_weights(model, self.neighbor_table.num_classes)
         try:
@@ -332,6 +399,14 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
         MMLogger.get_current_instance().info(
             f'neighbour table built from head weights at training step '
             f'{self._train_steps} (topk={self.neighbor_table.topk})')
+
+
+def _is_fsdp(module: nn.Module) -> bool:
+    try:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+    except ImportError:  # torch built without distributed
+        return False
+    return isinstance(module, FullyShardedDataParallel)
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:

@@ -20,6 +20,9 @@ It equals the hard-label loss for one-hot ``t`` and soft cross-entropy
 ``-sum_j t_j log softmax(z)_j`` for ``s = 0`` (``t`` sums to 1). A mixed-in
 class that is a neighbour of ``c*`` keeps its margin.
 
+The label range is checked without a host sync (on CUDA the error comes
+asynchronously, see :mod:`mmgfn.models.utils.deferred_check`).
+
 **Detection** (mmdet bbox heads): ``cls_score`` has ``C + 1`` columns, the
 last is the background (label ``C``); the background row and column get no
 margin.
@@ -30,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from mmgfn.registry import MODELS
+from ..utils.deferred_check import deferred_check
 from ..utils.neighbor_table import NeighborTable, check_topk
 
 
@@ -176,11 +180,12 @@ class NeighborWeightedCELoss(nn.Module):
             if dominant.numel() != score.size(0):
                 raise ValueError(f'{dominant.numel()} labels for '
                                  f'{score.size(0)} scores')
-            if dominant.numel() and (dominant.min() < 0 or
-                                     dominant.max() >= score.size(1)):
-                raise ValueError(
-                    f'labels must be in [0, {score.size(1)}), got '
-                    f'[{int(dominant.min())}, {int(dominant.max())}]')
+            if dominant.numel():
+                lo, hi = dominant.min(), dominant.max()
+                deferred_check((lo >= 0) & (hi < score.size(1)),
+                               lambda lo, hi: f'labels must be in [0, '
+                               f'{score.size(1)}), got [{lo:.0f}, {hi:.0f}]',
+                               lo, hi)
             true_logit = score.gather(1, dominant[:, None]).squeeze(1)
         loss = torch.logsumexp(score + margins[dominant], dim=1) - true_logit
         if weight is not None:

@@ -1,4 +1,6 @@
-from .attack import frozen_model, sign_gradient_attack, step_and_bounds
+from .attack import (AttackGradScaler, ce_sign_gradient, frozen_model,
+                     sign_gradient_attack, step_and_bounds)
+from .deferred_check import deferred_check, flush_deferred_checks
 from .features import forward_batch
 from .neighbor_table import (NeighborTable, class_means, find_modules,
                              compute_class_embeddings,
@@ -6,9 +8,9 @@ from .neighbor_table import (NeighborTable, class_means, find_modules,
                              similarity_matrix, similarity_ranks)
 
 __all__ = [
-    'NeighborTable', 'class_means', 'compute_class_embeddings',
-    'find_modules', 'forward_batch',
-    'frozen_model',
+    'AttackGradScaler', 'NeighborTable', 'ce_sign_gradient', 'class_means',
+    'compute_class_embeddings', 'deferred_check', 'find_modules',
+    'flush_deferred_checks', 'forward_batch', 'frozen_model',
     'head_class_weights', 'neighbors_from_embeddings', 'sign_gradient_attack',
     'similarity_matrix', 'similarity_ranks', 'step_and_bounds'
 ]

@@ -9,6 +9,11 @@ tensors here live in the space the model sees (usually the *normalised*
 input, ``(pixel - mean) / std``); ``step`` and the bounds are given in that
 space, per channel where they differ by channel.
 
+The attack's gradient (:func:`ce_sign_gradient`) has the sign of the
+cross-entropy's, also for confident samples whose float32 CE gradient
+underflows; under float16 it is scaled (:class:`AttackGradScaler`); no step
+waits for the GPU.
+
 "No trace" (:func:`frozen_model`): during the attack, parameters do not
 require gradients, so only the input gradient is computed (no weight
 gradients, no ``.grad`` touched, no DDP gradient hooks fired); buffers such
@@ -21,6 +26,8 @@ from typing import Callable, Iterator, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from .deferred_check import deferred_check
+
 
 @contextmanager
 def frozen_model(model: nn.Module, eval_mode: bool = False) -> Iterator[None]:
@@ -28,9 +35,10 @@ def frozen_model(model: nn.Module, eval_mode: bool = False) -> Iterator[None]:
 
     Inside the block ``requires_grad`` is False for every parameter (and,
     with ``eval_mode``, the model is in eval mode); on exit the flags and
-    modes are restored and every buffer is copied back to its value on
-    entry (BatchNorm ``running_mean``/``running_var``/
-    ``num_batches_tracked`` advance during a training-mode forward).
+    modes are restored and, unless ``eval_mode``, every buffer is copied back
+    to its value on entry (BatchNorm ``running_mean``/``running_var``/
+    ``num_batches_tracked`` advance during a training-mode forward; in eval
+    mode they do not, and nothing is copied).
 
     Args:
         model (nn.Module): The model.
@@ -39,8 +47,10 @@ def frozen_model(model: nn.Module, eval_mode: bool = False) -> Iterator[None]:
             output depends on that sample only). Defaults to False.
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
-    modes = [(m, m.training) for m in model.modules()]
+    # in eval mode no buffer advances (BatchNorm uses its statistics)
+    buffers = [] if eval_mode else [(b, b.detach().clone())
+                                    for b in model.buffers()]
+    modes = [(m, m.training) for m in model.modules() if m.training]
     for p in params:
         p.requires_grad_(False)
     if eval_mode:
@@ -50,34 +60,162 @@ def frozen_model(model: nn.Module, eval_mode: bool = False) -> Iterator[None]:
     finally:
         for p in params:
             p.requires_grad_(True)
-        for m, training in modes:
-            m.training = training
+        for m, _ in modes:
+            m.training = True
         with torch.no_grad():
             for b, saved in buffers:
                 b.copy_(saved)
 
 
-def sign_gradient_attack(loss_fn: Callable[[Tensor], Tensor],
+def ce_sign_gradient(logits: Tensor,
+                     targets: Tensor,
+                     groups: Optional[Tensor] = None,
+                     num_groups: Optional[int] = None) -> Tensor:
+    """Logit gradients with the sign of cross-entropy's, that never vanish.
+
+    For one row, ``grad_z CE(z, t) = softmax(z) - e_t = (1 - p_t) (q - e_t)``
+    with ``q = softmax`` over the classes ``j != t`` (``q_t = 0``). In float32
+    ``1 - p_t`` rounds to 0 once the row is confident (``CE < ~6e-8``): the
+    true-class term of the gradient vanishes and what is left (``sum_j p_j
+    grad z_j``) can point the other way. ``q - e_t`` is the same direction
+    without the vanishing factor: its entries lie in ``[-1, 1]`` with
+    ``-1`` at ``t``, whatever the margin.
+
+    Rows that share an input (the RoIs of one image; all samples when
+    BatchNorm couples a batch in training mode) must keep CE's relative
+    weights ``1 - p_t``, or the sum of their gradients would change. Each row
+    of ``groups`` gets ``(1 - p_t) / max_{group} (1 - p_t)``, computed as
+    ``exp(log(1 - p_t) - max log(1 - p_t))`` with ``log(1 - p_t) =
+    logsumexp_{j != t} z_j - logsumexp_j z_j`` (finite at any margin). So the
+    input gradient of ``sum(logits * G)`` has exactly the sign of the input
+    gradient of ``sum CE`` within every group, up to one positive factor per
+    group. ``groups=None``: every row is its own group (weight 1).
+
+    Args:
+        logits (Tensor): ``M x K`` logits, any float dtype.
+        targets (Tensor): ``M`` int64 classes in ``[0, K)``.
+        groups (Tensor, optional): ``M`` int64 group ids in
+            ``[0, num_groups)``. Defaults to None.
+        num_groups (int, optional): Number of groups, needed with
+            ``groups``.
+
+    Returns:
+        Tensor: ``M x K`` float32, detached, entries in ``[-1, 1]``.
+    """
+    z = logits.detach().float()
+    t = targets.view(-1, 1)
+    others = z.scatter(1, t, float('-inf'))
+    grad = torch.softmax(others, dim=1).scatter(1, t, -1.0)
+    if groups is None:
+        return grad
+    log_w = torch.logsumexp(others, dim=1) - torch.logsumexp(z, dim=1)
+    top = log_w.new_full((num_groups, ), float('-inf')).scatter_reduce(
+        0, groups, log_w, reduce='amax')
+    return grad * torch.exp(log_w - top[groups])[:, None]
+
+
+class AttackGradScaler:
+    """Dynamic scale of the attack's logit gradient under float16.
+
+    Only the sign of the input gradient is used, but a float16 backward
+    (``--amp`` on CUDA with mmengine's default dtype) flushes small
+    gradients to zero and a zero sign leaves the element unperturbed. The
+    attack therefore starts its backward from ``scale * G`` (``G`` from
+    :func:`ce_sign_gradient`, entries in ``[-1, 1]``), as loss scaling does
+    for weight gradients. Overflow is handled the way
+    :class:`torch.amp.GradScaler` handles it, on the device and without a
+    host sync: a sample whose input gradient is not finite is left
+    unperturbed for that step (counted in :attr:`unperturbed`), and the
+    scale halves; after ``growth_interval`` clean attacks it doubles, up to
+    ``max_scale`` (float16's largest value is 65504). Backwards in float32
+    and bfloat16 (float32's exponent range) are not scaled.
+
+    Args:
+        init_scale (float): First scale. Defaults to 2**13.
+        growth_interval (int): Clean attacks before the scale doubles.
+            Defaults to 100.
+        max_scale (float): Largest scale. Defaults to 2**15.
+    """
+
+    def __init__(self,
+                 init_scale: float = 2.0**13,
+                 growth_interval: int = 100,
+                 max_scale: float = 2.0**15) -> None:
+        self.init_scale = float(init_scale)
+        self.growth_interval = int(growth_interval)
+        self.max_scale = float(max_scale)
+        self._scale: Optional[Tensor] = None
+        self._clean: Optional[Tensor] = None
+        #: Samples left unperturbed after an overflow (a device tensor).
+        self.unperturbed: Optional[Tensor] = None
+
+    def scale(self, logits: Tensor) -> Union[float, Tensor]:
+        """The factor for ``logits``' backward: 1 unless they are float16."""
+        if logits.dtype != torch.float16:
+            return 1.0
+        if self._scale is None or self._scale.device != logits.device:
+            self._scale = torch.full((), self.init_scale,
+                                     device=logits.device)
+            self._clean = torch.zeros((), device=logits.device)
+            self.unperturbed = torch.zeros((), device=logits.device)
+        return self._scale
+
+    def update(self, finite: Tensor) -> None:
+        """Back off after an overflow, grow after clean attacks.
+
+        Args:
+            finite (Tensor): ``N`` bool, whether each sample's input gradient
+                is finite.
+        """
+        overflow = ~finite.all()
+        clean = torch.where(overflow, 0.0, self._clean + 1)
+        grow = clean >= self.growth_interval
+        self._scale = torch.where(
+            overflow, self._scale * 0.5,
+            torch.where(grow, (self._scale * 2).clamp(max=self.max_scale),
+                        self._scale))
+        self._clean = torch.where(grow, 0.0, clean)
+        self.unperturbed = self.unperturbed + (~finite).sum()
+
+    def get_scale(self) -> float:
+        """The current scale as a float (a host sync; for logs and tests)."""
+        return 1.0 if self._scale is None else float(self._scale)
+
+
+def sign_gradient_attack(logits_fn: Callable[[Tensor], Tensor],
                          inputs: Tensor,
+                         targets: Tensor,
                          step: Union[float, Tensor],
                          lower: Union[float, Tensor],
                          upper: Union[float, Tensor],
                          num_steps: int = 1,
-                         toward: bool = True) -> Tensor:
-    """Gradient-sign steps on ``inputs`` (FGSM / I-FGSM).
+                         toward: bool = True,
+                         groups: Optional[Tensor] = None,
+                         num_groups: Optional[int] = None,
+                         scaler: Optional[AttackGradScaler] = None) -> Tensor:
+    """Gradient-sign steps on ``inputs`` for a cross-entropy (FGSM / I-FGSM).
 
-    ``toward=True`` descends the loss (``x - step * sign(grad)``, a step
-    *toward* the target the loss measures, Eq. 5 of GFN); ``toward=False``
-    ascends it (``x + step * sign(grad)``, the untargeted step of Eq. 3).
-    With ``num_steps > 1`` each step is ``step / num_steps`` and the result
-    is projected onto the box ``|x' - x| <= step`` (per channel), so the
-    total budget is ``step`` whatever the number of steps.
+    ``toward=True`` descends ``sum CE(logits, targets)`` (``x - step *
+    sign(grad)``, a step *toward* the targets, Eq. 5 of GFN);
+    ``toward=False`` ascends it (``x + step * sign(grad)``, the untargeted
+    step of Eq. 3). The gradient is that of ``sum(logits * G)`` with ``G``
+    from :func:`ce_sign_gradient`: CE's sign, also for confident rows whose
+    float32 CE gradient underflows. With ``num_steps > 1`` each step is
+    ``step / num_steps`` and the result is projected onto the box
+    ``|x' - x| <= step`` (per channel), so the total budget is ``step``
+    whatever the number of steps.
+
+    Non-finite logits raise :class:`FloatingPointError` (asynchronously on
+    CUDA, see :func:`mmgfn.models.utils.deferred_check`); the step itself
+    makes no host sync.
 
     Args:
-        loss_fn (Callable): Maps an ``N x 3 x H x W`` input to a scalar loss
-            whose gradient w.r.t. the input is taken. Run it under
-            :func:`frozen_model` so no parameter gradient is computed.
+        logits_fn (Callable): Maps an ``N x 3 x H x W`` input to ``M x K``
+            logits (``M = N`` for a classifier, ``M`` RoIs for a detector).
+            Run it under :func:`frozen_model` so no parameter gradient is
+            computed.
         inputs (Tensor): ``N x 3 x H x W`` float, the batch the model sees.
+        targets (Tensor): ``M`` int64 classes of the cross-entropy.
         step (float | Tensor): Budget per element, a float or a tensor that
             broadcasts against ``inputs`` (e.g. ``1 x 3 x 1 x 1``).
         lower (float | Tensor): Smallest valid input value (e.g. the
@@ -86,6 +224,12 @@ def sign_gradient_attack(loss_fn: Callable[[Tensor], Tensor],
         num_steps (int): Number of steps (1 = the paper). Defaults to 1.
         toward (bool): Descend (True) or ascend (False) the loss.
             Defaults to True.
+        groups (Tensor, optional): ``M`` int64 ids of the rows that share
+            an input (see :func:`ce_sign_gradient`). Defaults to None (rows
+            independent).
+        num_groups (int, optional): Number of groups.
+        scaler (AttackGradScaler, optional): Scales float16 backwards.
+            Defaults to None (no scaling).
 
     Returns:
         Tensor: The perturbed batch, same shape and dtype as ``inputs``,
@@ -101,12 +245,21 @@ def sign_gradient_attack(loss_fn: Callable[[Tensor], Tensor],
     for _ in range(num_steps):
         x = x.clone().requires_grad_(True)
         with torch.enable_grad():
-            loss = loss_fn(x)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f'the attack loss is not finite ({float(loss)}); the '
-                    'model or its inputs produce NaN/inf')
-            (grad, ) = torch.autograd.grad(loss, x)
+            logits = logits_fn(x)
+            deferred_check(
+                torch.isfinite(logits).all(),
+                'the attack\'s logits are not finite: the model or its '
+                'inputs produce NaN/inf',
+                error=FloatingPointError)
+            scale = 1.0 if scaler is None else scaler.scale(logits)
+            grad_logits = ce_sign_gradient(logits, targets, groups,
+                                           num_groups) * scale
+            (grad, ) = torch.autograd.grad(logits, x, grad_logits)
+        if isinstance(scale, Tensor):
+            finite = torch.isfinite(grad).flatten(1).all(1)
+            scaler.update(finite)
+            grad = torch.where(finite.view(-1, *[1] * (grad.dim() - 1)),
+                               grad, 0.0)
         x = x.detach() + sign * alpha * grad.sign()
         if num_steps > 1:
             x = torch.max(torch.min(x, x0 + step), x0 - step)

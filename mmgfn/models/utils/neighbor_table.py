@@ -70,6 +70,8 @@ class NeighborTable(nn.Module):
         self.register_buffer('neighbors',
                              torch.zeros(num_classes, topk, dtype=torch.long))
         self.register_buffer('built', torch.tensor(False))
+        # ``built`` mirrored on the host, so that checks need no device sync
+        self._built = False
 
     # ------------------------------------------------------------------ build
     def update_from_embeddings(self, embeddings: Tensor,
@@ -89,7 +91,11 @@ class NeighborTable(nn.Module):
         self.neighbors.copy_(
             neighbors_from_embeddings(embeddings, self.topk,
                                       self.class_names))
+        self._set_built(source)
+
+    def _set_built(self, source: str) -> None:
         self.built.fill_(True)
+        self._built = True
         self.source = source
         self.version += 1
 
@@ -114,19 +120,23 @@ class NeighborTable(nn.Module):
                              f'{self.describe(c)}: indices must be in '
                              f'[0, {self.num_classes}) and not the class')
         self.neighbors.copy_(neighbors.to(self.neighbors.device))
-        self.built.fill_(True)
-        self.source = source
-        self.version += 1
+        self._set_built(source)
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         # a checkpoint replaces the neighbours: invalidate the caches
         super()._load_from_state_dict(*args, **kwargs)
+        self._built = bool(self.built)  # once per load, not per step
         self.version += 1
 
     # ---------------------------------------------------------------- queries
+    @property
+    def is_built(self) -> bool:
+        """Whether the table holds neighbours (read on the host)."""
+        return self._built
+
     def check_built(self) -> None:
         """Raise RuntimeError if the table has not been built yet."""
-        if not bool(self.built):
+        if not self._built:
             raise RuntimeError(
                 'the neighbour table is empty: build it from class embeddings '
                 'or head weights, or load a neighbour file')

@@ -1,0 +1,507 @@
+"""Run mmcv's detection ops through torchvision where mmcv has no kernel.
+
+mmcv 2.1.0 is built with its CPU ops only (``tools/setup_env.sh``; the same
+holds for most users' GPU machines, where no matching prebuilt mmcv exists).
+mmdet's two-stage detectors call mmcv's compiled ops, and on CUDA tensors a
+CPU-only mmcv raises ``RuntimeError: nms_impl: implementation for device
+cuda:0 not found.`` from its device registry. torchvision's CUDA wheels ship
+the same kernels (detectron2's RoIAlign and the classic greedy NMS), so this
+module swaps *only the kernel* under mmcv's Python code: mmcv's
+``score_threshold`` / ``max_num`` handling, ``batched_nms``, shape checks
+and the ``RoIAlignFunction`` autograd Function stay mmcv's own.
+
+Which mmcv ops the shipped detection configs reach: recorded with
+:func:`record_ext_calls` around a training step and a prediction of small
+versions of both detector families of ``configs/detection`` (Faster R-CNN
+R-50 FPN and ViT-B + ``mmgfn.SimpleFPN``; see
+``tests/test_mmcv_ops_fallback.py``), the ``mmcv._ext`` functions called
+are exactly
+
+* ``nms`` (``mmcv.ops.nms`` / ``batched_nms`` in the RPN and in the RoI
+  head's ``multiclass_nms``, through ``NMSop``),
+* ``roi_align_forward`` and ``roi_align_backward`` (``mmcv.ops.RoIAlign``
+  in ``SingleRoIExtractor``, through ``RoIAlignFunction``),
+
+and each of them has a torchvision path here
+(``torch.ops.torchvision.nms``, ``torch.ops.torchvision.roi_align`` and
+``torch.ops.torchvision._roi_align_backward``).
+
+How the path is chosen, per call: with ``MMGFN_FORCE_TORCHVISION_OPS=1``
+(read at every call, so a process can compare both paths) torchvision runs on
+every device. Otherwise mmcv's kernel is tried first; if it raises the device
+registry's ``implementation for device ... not found`` error, that (op,
+device type) pair switches to torchvision for the rest of the process and
+this is logged once. Trying first, rather than deciding up front from
+``mmcv.ops.get_compiling_cuda_version() == 'not available'``, keeps mmcv's
+kernel wherever it exists (a CUDA build of mmcv keeps its own kernels, a
+build for another accelerator too), needs no list of device types and
+catches exactly the failure it fixes; it costs one failed call per pair and
+process. The registry checks the device before it runs anything, so the
+failed call has written nothing.
+
+Both paths get contiguous ``RoIAlign`` inputs: mmcv 2.1.0's kernels (CPU
+and CUDA) read ``input.data_ptr()`` as if it were contiguous NCHW and return
+wrong features for any other layout (open-mmlab/mmcv#2203, still open), such
+as the channels-last feature maps of ``mmgfn.SimpleFPN``; torchvision's
+kernels make their inputs contiguous themselves.
+
+mmcv's nms visits boxes in the order of torch's default (unstable)
+descending sort of the scores, torchvision's in a stable sort's order; the
+torchvision path sorts first, as mmcv does, so boxes of equal scores are
+kept the same.
+
+Differences from mmcv's kernels: torchvision's RoIAlign averages only, so
+``pool_mode='max'`` raises a :class:`NotImplementedError` on the torchvision
+path; ``aligned`` and ``sampling_ratio`` (``0``: adaptive,
+``ceil(roi_size / output_size)`` samples per bin) mean the same in both.
+mmcv's ``offset=1`` for nms (box sides ``x2 - x1 + 1``) is kept by shifting
+the boxes' far corners by 1 for torchvision. Inputs of two floating dtypes
+(RoIs in float32 beside half-precision features) are computed in the wider
+one, where mmcv's kernels would refuse them.
+
+The fallback composes with
+:func:`mmgfn.utils.compat.run_mmcv_cpu_ops_in_float32` (which casts
+bfloat16 CPU inputs to float32 above ``NMSop`` / ``RoIAlign``): the two
+patch different layers.
+
+Installation: ``import mmgfn`` calls :func:`install_torchvision_fallback`,
+which imports ``mmcv.ops`` and patches it. That adds about 0.07 s to
+``import mmgfn`` (measured with ``python -X importtime``: ``mmcv.ops`` after
+mmgfn's own imports, which already load torch and mmengine), so it is done
+eagerly rather than through an import hook. Without mmcv's compiled ops
+(``mmcv-lite``) nothing is done; if they fail to load (an mmcv built against
+another torch) a warning says so and nothing is done either.
+"""
+import contextlib
+import importlib
+import importlib.machinery
+import importlib.util
+import logging
+import os
+import sys
+import threading
+import warnings
+from collections import Counter
+from types import ModuleType
+from typing import Any, Callable, Dict, Iterator, Tuple
+
+import torch
+from torch import Tensor
+
+#: Environment variable that forces the torchvision path on every device.
+FORCE_ENV = 'MMGFN_FORCE_TORCHVISION_OPS'
+
+#: mmcv ext functions that have a torchvision path.
+FALLBACK_OPS = ('nms', 'roi_align_forward', 'roi_align_backward')
+
+#: The mmcv modules whose ``ext_module`` is replaced, and the ops each uses.
+PATCHED_MODULES = {
+    'mmcv.ops.nms': ('nms', ),
+    'mmcv.ops.roi_align': ('roi_align_forward', 'roi_align_backward'),
+}
+
+MMCV = 'mmcv'
+FORCED = 'torchvision (forced)'
+
+# (op, device type) -> reason, for pairs switched to torchvision for good
+_switched: Dict[Tuple[str, str], str] = {}
+# (op, device type, path) already logged
+_logged: set = set()
+_lock = threading.Lock()
+
+
+def force_torchvision_ops() -> bool:
+    """Whether ``MMGFN_FORCE_TORCHVISION_OPS`` asks for the torchvision path.
+
+    Read at every call, so that setting or clearing the variable (e.g.
+    pytest's ``monkeypatch.setenv``) takes effect at once.
+
+    Returns:
+        bool: True for ``1``, ``true``, ``yes`` or ``on`` (any case).
+    """
+    return os.environ.get(FORCE_ENV,
+                          '').strip().lower() in ('1', 'true', 'yes', 'on')
+
+
+def _fallback_reason(device_type: str) -> str:
+    if device_type == 'cuda':
+        return 'torchvision (mmcv built without CUDA ops)'
+    return f'torchvision (mmcv has no {device_type} kernel)'
+
+
+def _is_missing_device_impl(error: RuntimeError) -> bool:
+    """mmcv's device registry: ``<op>_impl: implementation for device
+    cuda:0 not found.``"""
+    message = str(error)
+    return 'implementation for device' in message and 'not found' in message
+
+
+def _log_once(op: str, device_type: str, path: str) -> None:
+    key = (op, device_type, path)
+    with _lock:
+        if key in _logged:
+            return
+        _logged.add(key)
+    from mmengine.logging import print_log
+    if path == FORCED:
+        why = f'{FORCE_ENV} is set'
+    else:
+        why = f"mmcv's compiled ops have no {device_type} kernel for it"
+    print_log(
+        f'mmcv op {op} on {device_type} runs through torchvision '
+        f'({why})',
+        logger='current',
+        level=logging.INFO)
+
+
+def _common_dtype(*tensors: Tensor) -> torch.dtype:
+    """The dtype torchvision's kernel computes in: the widest of the
+    inputs', float32 for half precisions (torchvision's CUDA kernels have no
+    bfloat16, and its autocast wrappers compute these ops in float32)."""
+    dtype = tensors[0].dtype
+    for tensor in tensors[1:]:
+        dtype = torch.promote_types(dtype, tensor.dtype)
+    if dtype in (torch.float16, torch.bfloat16):
+        dtype = torch.float32
+    return dtype
+
+
+def _import_torchvision_ops() -> None:
+    """Importing torchvision registers ``torch.ops.torchvision``."""
+    import torchvision  # noqa: F401
+
+
+def torchvision_nms(boxes: Tensor, scores: Tensor, iou_threshold: float,
+                    offset: int) -> Tensor:
+    """mmcv's ``ext_module.nms`` computed by ``torchvision::nms``.
+
+    Args:
+        boxes (Tensor): Boxes ``(N, 4)`` as ``x1, y1, x2, y2``.
+        scores (Tensor): Scores ``(N, )``.
+        iou_threshold (float): Boxes overlapping a kept box by more than
+            this IoU are dropped.
+        offset (int): 0 or 1; a box's width is ``x2 - x1 + offset``.
+
+    Returns:
+        Tensor: Indices (int64) of the kept boxes, by decreasing score.
+    """
+    _import_torchvision_ops()
+    dtype = _common_dtype(boxes, scores)
+    boxes, scores = boxes.to(dtype), scores.to(dtype)
+    if offset:
+        boxes = torch.cat([boxes[:, :2], boxes[:, 2:] + offset], dim=1)
+    # mmcv's kernels visit the boxes in the order of torch's default
+    # (unstable) descending sort, torchvision's in a stable sort's, so boxes
+    # of equal scores would be visited (and kept) differently. Hand them over
+    # in mmcv's order: a stable sort keeps a sorted input as it is.
+    order = scores.sort(0, descending=True)[1]
+    keep = torch.ops.torchvision.nms(boxes[order], scores[order],
+                                     float(iou_threshold))
+    return order[keep]
+
+
+def _check_avg(op: str, pool_mode: int) -> None:
+    if pool_mode != 1:
+        raise NotImplementedError(
+            f"mmcv op {op} with pool_mode='max' has no torchvision path: "
+            "torchvision's roi_align averages only. Use RoIAlign(pool_mode="
+            "'avg'), or an mmcv built with this device's ops (see "
+            'MMGFN_MMCV_CUDA in tools/setup_env.sh), and unset '
+            f'{FORCE_ENV}.')
+
+
+def torchvision_roi_align_forward(input: Tensor, rois: Tensor, output: Tensor,
+                                  argmax_y: Tensor, argmax_x: Tensor,
+                                  aligned_height: int, aligned_width: int,
+                                  spatial_scale: float, sampling_ratio: int,
+                                  pool_mode: int, aligned: bool) -> None:
+    """mmcv's ``ext_module.roi_align_forward`` computed by
+    ``torchvision::roi_align``; writes into ``output`` as mmcv does.
+
+    Args:
+        input (Tensor): Features ``(N, C, H, W)``.
+        rois (Tensor): RoIs ``(K, 5)`` as ``batch_index, x1, y1, x2, y2``.
+        output (Tensor): Buffer ``(K, C, aligned_height, aligned_width)``.
+        argmax_y (Tensor): Unused (max pooling only).
+        argmax_x (Tensor): Unused (max pooling only).
+        aligned_height (int): Output height.
+        aligned_width (int): Output width.
+        spatial_scale (float): Scale from RoI to feature coordinates.
+        sampling_ratio (int): Samples per bin side; 0 for adaptive.
+        pool_mode (int): mmcv's code: 1 for average (supported), 0 for max.
+        aligned (bool): Shift RoIs by -0.5 pixel (detectron2's alignment).
+    """
+    _check_avg('roi_align_forward', pool_mode)
+    _import_torchvision_ops()
+    dtype = _common_dtype(input, rois)
+    result = torch.ops.torchvision.roi_align(
+        input.to(dtype), rois.to(dtype), float(spatial_scale),
+        int(aligned_height), int(aligned_width), int(sampling_ratio),
+        bool(aligned))
+    output.copy_(result)
+
+
+def torchvision_roi_align_backward(grad_output: Tensor, rois: Tensor,
+                                   argmax_y: Tensor, argmax_x: Tensor,
+                                   grad_input: Tensor, aligned_height: int,
+                                   aligned_width: int, spatial_scale: float,
+                                   sampling_ratio: int, pool_mode: int,
+                                   aligned: bool) -> None:
+    """mmcv's ``ext_module.roi_align_backward`` computed by
+    ``torchvision::_roi_align_backward``; writes into ``grad_input``.
+
+    Args:
+        grad_output (Tensor): Gradient of the output ``(K, C, h, w)``.
+        rois (Tensor): RoIs ``(K, 5)``.
+        argmax_y (Tensor): Unused (max pooling only).
+        argmax_x (Tensor): Unused (max pooling only).
+        grad_input (Tensor): Buffer ``(N, C, H, W)`` for the features'
+            gradient.
+        aligned_height, aligned_width, spatial_scale, sampling_ratio,
+            pool_mode, aligned: The forward's, see
+            :func:`torchvision_roi_align_forward`.
+    """
+    _check_avg('roi_align_backward', pool_mode)
+    _import_torchvision_ops()
+    dtype = _common_dtype(grad_output, rois)
+    batch, channels, height, width = grad_input.shape
+    result = torch.ops.torchvision._roi_align_backward(
+        grad_output.to(dtype), rois.to(dtype), float(spatial_scale),
+        int(aligned_height), int(aligned_width), batch, channels, height,
+        width, int(sampling_ratio), bool(aligned))
+    grad_input.copy_(result)
+
+
+_TORCHVISION_KERNELS: Dict[str, Callable[..., Any]] = {
+    'nms': torchvision_nms,
+    'roi_align_forward': torchvision_roi_align_forward,
+    'roi_align_backward': torchvision_roi_align_backward,
+}
+
+
+class TorchvisionFallbackExt:
+    """Stands for ``mmcv._ext`` in an mmcv ops module.
+
+    Every attribute is the real ext module's, except the functions in
+    :data:`FALLBACK_OPS`, which run mmcv's kernel or torchvision's (see the
+    module docstring for the rule).
+
+    Args:
+        ext (ModuleType): The real ``mmcv._ext`` module.
+    """
+
+    def __init__(self, ext: ModuleType) -> None:
+        self._ext = ext
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ext, name)
+
+    def __dir__(self):
+        return sorted(set(dir(self._ext)) | set(FALLBACK_OPS))
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}({self._ext!r})'
+
+    def _dispatch(self, op: str, device: torch.device, *args, **kwargs):
+        device_type = device.type
+        if force_torchvision_ops():
+            _log_once(op, device_type, FORCED)
+            return _TORCHVISION_KERNELS[op](*args, **kwargs)
+        reason = _switched.get((op, device_type))
+        if reason is None:
+            try:
+                return getattr(self._ext, op)(*args, **kwargs)
+            except RuntimeError as error:
+                if not _is_missing_device_impl(error):
+                    raise
+            reason = _fallback_reason(device_type)
+            with _lock:
+                _switched[(op, device_type)] = reason
+            _log_once(op, device_type, reason)
+        return _TORCHVISION_KERNELS[op](*args, **kwargs)
+
+    def nms(self, boxes: Tensor, scores: Tensor, *args, **kwargs) -> Tensor:
+        """``mmcv._ext.nms(boxes, scores, iou_threshold, offset)``."""
+        return self._dispatch('nms', boxes.device, boxes, scores, *args,
+                              **kwargs)
+
+    def roi_align_forward(self, input: Tensor, rois: Tensor, *args,
+                          **kwargs) -> None:
+        """``mmcv._ext.roi_align_forward(input, rois, output, ...)``, on
+        contiguous ``input`` and ``rois``."""
+        return self._dispatch('roi_align_forward', input.device,
+                              input.contiguous(), rois.contiguous(), *args,
+                              **kwargs)
+
+    def roi_align_backward(self, grad_output: Tensor, rois: Tensor, *args,
+                           **kwargs) -> None:
+        """``mmcv._ext.roi_align_backward(grad_output, rois, ...)``, on
+        contiguous ``grad_output`` and ``rois``."""
+        return self._dispatch('roi_align_backward', grad_output.device,
+                              grad_output.contiguous(), rois.contiguous(),
+                              *args, **kwargs)
+
+
+def has_compiled_ops() -> bool:
+    """Whether mmcv's compiled ops (``mmcv._ext``) are installed.
+
+    Returns:
+        bool: False without mmcv or with ``mmcv-lite``.
+    """
+    if 'mmcv._ext' in sys.modules:
+        return True
+    try:  # without importing mmcv itself (its __init__ is not free)
+        spec = importlib.util.find_spec('mmcv')
+    except (ImportError, ValueError):
+        return False
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    return importlib.machinery.PathFinder.find_spec(
+        'mmcv._ext', list(spec.submodule_search_locations)) is not None
+
+
+def _patch_module(module: ModuleType) -> bool:
+    ext = getattr(module, 'ext_module', None)
+    if ext is None:
+        return False
+    if not isinstance(ext, TorchvisionFallbackExt):
+        module.ext_module = TorchvisionFallbackExt(ext)
+    return True
+
+
+def install_torchvision_fallback() -> bool:
+    """Give mmcv's ``nms`` and ``RoIAlign`` torchvision kernels wherever
+    mmcv has none (or everywhere, with ``MMGFN_FORCE_TORCHVISION_OPS=1``).
+
+    Imports ``mmcv.ops`` and replaces the ``ext_module`` of the modules in
+    :data:`PATCHED_MODULES` by a :class:`TorchvisionFallbackExt`.
+    Idempotent.
+
+    Returns:
+        bool: True if installed (now or before); False if mmcv's compiled
+        ops are missing or fail to load (then with a warning).
+    """
+    if not has_compiled_ops():
+        return False
+    try:
+        modules = [importlib.import_module(name) for name in PATCHED_MODULES]
+    except (ImportError, OSError) as error:  # e.g. built for another torch
+        warnings.warn(f"mmcv's compiled ops failed to load ({error}); "
+                      "mmgfn's torchvision fallback for mmcv's nms and "
+                      'RoIAlign is not installed.')
+        return False
+    return all([_patch_module(module) for module in modules])
+
+
+def _probe_args(op: str, device: torch.device) -> tuple:
+    new = dict(device=device, dtype=torch.float32)
+    if op == 'nms':
+        boxes = torch.tensor([[0., 0., 1., 1.]], **new)
+        return (boxes, torch.ones(1, **new)), dict(iou_threshold=0.5, offset=0)
+    rois = torch.tensor([[0., 0., 0., 1., 1.]], **new)
+    kwargs = dict(
+        aligned_height=1,
+        aligned_width=1,
+        spatial_scale=1.0,
+        sampling_ratio=0,
+        pool_mode=1,
+        aligned=True)
+    empty = torch.zeros(0, **new)
+    if op == 'roi_align_forward':
+        return (torch.zeros(1, 1, 2, 2, **new), rois,
+                torch.zeros(1, 1, 1, 1, **new), empty, empty), kwargs
+    return (torch.zeros(1, 1, 1, 1, **new), rois, empty, empty,
+            torch.zeros(1, 1, 2, 2, **new)), kwargs
+
+
+def active_path(op: str, device: str) -> str:
+    """Which kernel runs ``op`` on ``device`` now.
+
+    Runs the op once on a tiny input of that device to find out (which
+    switches the pair to torchvision if mmcv has no kernel for it).
+
+    Args:
+        op (str): One of :data:`FALLBACK_OPS`.
+        device (str): A device such as ``'cpu'`` or ``'cuda'``.
+
+    Returns:
+        str: ``'mmcv'``, ``'torchvision (forced)'`` or
+        ``'torchvision (mmcv built without CUDA ops)'`` (for another device
+        type: ``'torchvision (mmcv has no <type> kernel)'``).
+    """
+    if op not in FALLBACK_OPS:
+        raise ValueError(f'{op!r} is not one of {FALLBACK_OPS}')
+    device = torch.device(device)
+    if force_torchvision_ops():
+        return FORCED
+    if not install_torchvision_fallback():
+        return MMCV
+    reason = _switched.get((op, device.type))
+    if reason is not None:
+        return reason
+    module = next(m for m, ops in PATCHED_MODULES.items() if op in ops)
+    args, kwargs = _probe_args(op, device)
+    getattr(sys.modules[module].ext_module, op)(*args, **kwargs)
+    return _switched.get((op, device.type), MMCV)
+
+
+class _RecordingExt:
+    """Counts calls of an ext module's functions, then forwards them."""
+
+    def __init__(self, ext: Any, calls: Counter) -> None:
+        self._ext = ext
+        self._calls = calls
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._ext, name)
+        if not callable(value):
+            return value
+
+        def call(*args, **kwargs):
+            self._calls[name] += 1
+            return value(*args, **kwargs)
+
+        return call
+
+
+@contextlib.contextmanager
+def record_ext_calls() -> Iterator[Counter]:
+    """Count the ``mmcv._ext`` functions called inside the block.
+
+    Imports ``mmcv.ops`` (all of its op modules) and wraps the
+    ``ext_module`` of every ``mmcv.*`` module while the block runs; used to
+    list which compiled ops a model reaches.
+
+    Yields:
+        Counter: Calls per ext function name, filled as the block runs.
+    """
+    importlib.import_module('mmcv.ops')
+    calls: Counter = Counter()
+    wrapped = {}
+    for name, module in list(sys.modules.items()):
+        if name.startswith('mmcv.') and isinstance(module, ModuleType) \
+                and hasattr(module, 'ext_module'):
+            wrapped[name] = module.ext_module
+            module.ext_module = _RecordingExt(module.ext_module, calls)
+    try:
+        yield calls
+    finally:
+        for name, ext in wrapped.items():
+            sys.modules[name].ext_module = ext
+
+
+def reset_fallback_state() -> None:
+    """Forget which (op, device type) pairs switched to torchvision and
+    what was logged (for tests)."""
+    with _lock:
+        _switched.clear()
+        _logged.clear()
+
+
+__all__ = [
+    'FORCE_ENV', 'FALLBACK_OPS', 'TorchvisionFallbackExt', 'active_path',
+    'force_torchvision_ops', 'has_compiled_ops',
+    'install_torchvision_fallback', 'record_ext_calls', 'reset_fallback_state',
+    'torchvision_nms', 'torchvision_roi_align_backward',
+    'torchvision_roi_align_forward'
+]

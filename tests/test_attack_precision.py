@@ -1,0 +1,370 @@
+"""The attack's step is exact: on confident samples, under float16 autocast,
+and without host syncs in a training step."""
+import copy
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.runner import Runner
+from torch import nn
+
+from conftest import ROOT, write_coco, write_det_config, write_image_folder
+from mmgfn.engine.hooks import BackgroundRoIPerturbationHook
+from mmgfn.models import NeighborAdversarialDataPreprocessor
+from mmgfn.models.utils import (AttackGradScaler, ce_sign_gradient,
+                                deferred_check)
+from mmgfn.registry import MODELS
+
+C, SHAPE = 6, (3, 4, 4)
+MARGINS = np.linspace(20, 100, 8)
+
+
+class LinearClassifier(nn.Module):
+    """``logits = A (x - 128)`` with ``A = W + s 1 u^T``: every logit shares
+    the large common component ``s u.(x - 128)``, which cancels in the true
+    CE gradient but dominates it once the true-class term is dropped."""
+
+    def __init__(self, A: np.ndarray) -> None:
+        super().__init__()
+        self.A = nn.Parameter(torch.tensor(A, dtype=torch.float32))
+
+    def forward(self, x, mode='tensor'):
+        return (x - 128).flatten(1) @ self.A.t()
+
+
+def _saturated_problem(seed=0, common=30.0):
+    """A linear classifier and inputs whose label margins are 20..100."""
+    rng = np.random.default_rng(seed)
+    dim = int(np.prod(SHAPE))
+    W = rng.normal(0, 1, (C, dim))
+    A = W + common * np.outer(np.ones(C), rng.normal(0, 1, dim))
+    labels = np.arange(len(MARGINS)) % C
+    V = np.linalg.pinv(W)  # W @ V = I: V[:, c] raises logit c alone
+    x = np.empty((len(MARGINS), dim))
+    for i, (c, m) in enumerate(zip(labels, MARGINS)):
+        r = rng.normal(0, 0.5, dim)
+        z = W @ r
+        gap = z[c] - np.delete(z, c).max()
+        x[i] = 128 + r + (m - gap) * V[:, c]
+    assert np.all((x > 0) & (x < 255))
+    z = (x - 128) @ A.T
+    margins = np.array([z[i, c] - np.delete(z[i], c).max()
+                        for i, c in enumerate(labels)])
+    np.testing.assert_allclose(margins, MARGINS, rtol=1e-6)
+    return A, x, labels
+
+
+def _reference_grad(A, x, targets):
+    """float64 ``d CE / dx`` up to a positive factor per sample:
+    ``A^T (q - e_t)``, ``q`` the softmax over the classes other than t."""
+    z = (x - 128) @ A.T
+    grads = []
+    for zi, t in zip(z, targets):
+        others = np.delete(zi, t)
+        q = np.exp(others - others.max())
+        q = np.insert(q / q.sum(), t, -1.0)
+        grads.append(A.T @ q)
+    return np.stack(grads)
+
+
+def _others_over_target(A, x, targets):
+    """``sum_{j != t} exp(z_j - z_t)`` in float64: CE(z, t) rises with it."""
+    z = (x - 128) @ A.T
+    return np.array([np.exp(np.delete(zi, t) - zi[t]).sum()
+                     for zi, t in zip(z, targets)])
+
+
+def _bound_preprocessor(model, **kwargs):
+    pre = NeighborAdversarialDataPreprocessor(
+        **dict(dict(num_classes=C, topk=2), **kwargs))
+    model.data_preprocessor = pre
+    pre.bind(model)
+    return pre
+
+
+@pytest.mark.parametrize('attack_mode', ['eval', 'train'])
+@pytest.mark.parametrize('mode', ['untargeted', 'neighbor'])
+def test_saturated_samples_step_with_ce_sign(mode, attack_mode):
+    A, x, labels = _saturated_problem()
+    model = LinearClassifier(A)
+    pre = _bound_preprocessor(model, mode=mode, attack_mode=attack_mode,
+                              eta=0.01)
+    inputs = torch.tensor(x.reshape(-1, *SHAPE), dtype=torch.float32)
+    labels_t = torch.tensor(labels)
+    targets = (labels + 1) % C  # a neighbour to step toward (neighbor mode)
+    x_adv = pre.perturb(model, inputs, labels_t,
+                        torch.tensor(targets) if mode == 'neighbor' else None)
+    step = (x_adv - inputs).flatten(1).numpy()
+    ce_targets = labels if mode == 'untargeted' else targets
+    ref = _reference_grad(A, x, ce_targets)
+    expected = np.sign(ref) * (1 if mode == 'untargeted' else -1)
+    clear = np.abs(ref) > 1e-6 * np.abs(ref).max(1, keepdims=True)
+    assert np.all(np.abs(step) <= 0.01 + 1e-4)
+    assert (np.sign(step)[clear] == expected[clear]).mean() == 1.0
+    # the step does what it is for, sample by sample (float64)
+    x_new = x + step.astype(np.float64)
+    before = _others_over_target(A, x, ce_targets)
+    after = _others_over_target(A, x_new, ce_targets)
+    if mode == 'untargeted':  # CE of the true label rises for all 8
+        assert np.all(after > before), (before, after)
+    else:  # CE toward the neighbour falls for all 8
+        assert np.all(after < before), (before, after)
+
+
+def test_ce_sign_gradient_keeps_relative_weights_within_groups():
+    """Rows of one group keep CE's relative weights 1 - p_t (float64
+    reference at margins that float64 resolves and float32 does not)."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    targets = torch.tensor([4, 4, 1, 4, 0, 4])
+    z[torch.arange(6), targets] += torch.tensor([18., 21., 3., 19., 20., 1.])
+    groups = torch.tensor([0, 0, 1, 1, 1, 2])
+    got = ce_sign_gradient(z.float(), targets, groups, 3).double()
+    ref = torch.softmax(z, 1) - nn.functional.one_hot(targets, 5)
+    for k in range(3):
+        rows = groups == k
+        ratio = got[rows] / ref[rows]
+        assert torch.allclose(ratio, ratio.flatten()[0].expand_as(ratio),
+                              rtol=1e-4), k
+        assert ratio.min() > 0
+    # float32 cross-entropy loses the true-class term at these margins
+    assert torch.softmax(z.float(), 1)[1, 4] == 1
+    # without groups every row is its own: entries in [-1, 1], -1 at t
+    alone = ce_sign_gradient(z.float(), targets)
+    assert torch.equal(alone[torch.arange(6), targets], -torch.ones(6))
+    assert torch.allclose(alone.sum(1), torch.zeros(6), atol=1e-6)
+
+
+def _resnet_tiny(head_scale):
+    cfg = Config.fromfile(
+        osp.join(ROOT, 'configs/digits/resnet-tiny_1xb32_digits.py'))
+    model_cfg = cfg.model
+    model_cfg.head.num_classes = 4
+    DefaultScope._instance_dict.clear()
+    init_default_scope('mmgfn')
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg)
+    with torch.no_grad():
+        model.head.fc.weight.mul_(head_scale)
+        model.head.fc.bias.mul_(head_scale)
+    return model
+
+
+def _real_batch(tmp_path):
+    import cv2
+    root = write_image_folder(str(tmp_path / 'images'), per_class=4)
+    images = []
+    for label in range(4):
+        folder = osp.join(root, 'train', f'class_{label}')
+        for name in sorted(__import__('os').listdir(folder)):
+            img = cv2.imread(osp.join(folder, name))
+            images.append(torch.from_numpy(img).permute(2, 0, 1))
+    labels = torch.arange(len(images)) // 4
+    return torch.stack(images).float(), labels
+
+
+@pytest.mark.parametrize('head_scale', [1.0, 1e-4])
+def test_float16_autocast_step_agrees_with_float32(tmp_path, head_scale):
+    """float16 autocast: >= 99 % of the step's signs equal float32's, also
+    when the gradients are 1e-4 smaller (ViT-B at 224 px lives there)."""
+    model = _resnet_tiny(head_scale)
+    pre = _bound_preprocessor(model, eta=0.01, mean=[77.9] * 3,
+                              std=[82.5] * 3)
+    pixels, labels = _real_batch(tmp_path)
+    inputs = (pixels - 77.9) / 82.5
+    targets = (labels + 1) % 4
+    fp32 = pre.perturb(model, inputs, labels, targets) - inputs
+    with torch.autocast('cpu', dtype=torch.float16):
+        fp16 = pre.perturb(model, inputs, labels, targets) - inputs
+    assert pre.grad_scaler.get_scale() > 1  # the float16 backward scaled
+    moved = fp32 != 0
+    assert moved.float().mean() > 0.8  # pixels at 0 or 255 may not move
+    agree = (fp16.sign() == fp32.sign())[moved].float().mean().item()
+    assert agree >= 0.99, agree
+
+
+def test_attack_grad_scaler_backs_off_on_overflow_and_grows():
+    scaler = AttackGradScaler(init_scale=2.0**13, growth_interval=2)
+    logits = torch.zeros(3, 4, dtype=torch.float16)
+    assert scaler.scale(torch.zeros(3, 4)) == 1.0  # float32: not scaled
+    assert scaler.get_scale() == 2.0**13 or scaler.scale(logits) is not None
+    scaler.update(torch.tensor([True, False, True]))
+    assert scaler.get_scale() == 2.0**12
+    assert int(scaler.unperturbed) == 1
+    for _ in range(2):
+        scaler.update(torch.ones(3, dtype=torch.bool))
+    assert scaler.get_scale() == 2.0**13
+    for _ in range(20):
+        scaler.update(torch.ones(3, dtype=torch.bool))
+    assert scaler.get_scale() == scaler.max_scale
+
+
+def test_overflowing_samples_are_left_unperturbed():
+    """A float16 backward that overflows for one sample leaves that sample
+    as it was (and only it), and the scale backs off."""
+
+    class Overflow(nn.Module):
+
+        def forward(self, x, mode='tensor'):
+            hidden = x.flatten(1)[:, :C].half() * 1e-3
+            # sample 0's logits are finite, its backward (x 6e4) is not
+            gain = torch.ones(len(x), 1, dtype=torch.float16)
+            gain[0] = 6e4
+            return hidden * gain
+
+    model = Overflow()
+    pre = _bound_preprocessor(model, num_steps=1, eta=0.5)
+    pre.neighbor_table.load_neighbors(
+        torch.tensor([[(c + 1) % C, (c + 2) % C] for c in range(C)]), 'test')
+    inputs = torch.rand(3, *SHAPE) * 100 + 50
+    x_adv = pre.perturb(model, inputs, torch.tensor([0, 1, 2]))
+    moved = (x_adv - inputs).flatten(1).abs().amax(1)
+    assert moved.tolist() == [0.0, 0.5, 0.5]
+    assert pre.grad_scaler.get_scale() == 2.0**12
+    assert int(pre.grad_scaler.unperturbed) == 1
+
+
+def test_non_finite_logits_are_refused():
+    model = LinearClassifier(np.full((C, int(np.prod(SHAPE))), np.nan))
+    pre = _bound_preprocessor(model, mode='untargeted')
+    with pytest.raises(FloatingPointError, match='logits are not finite'):
+        pre.perturb(model, torch.full((2, *SHAPE), 100.0),
+                    torch.tensor([0, 1]))
+
+
+def test_deferred_check_raises_on_the_cpu_at_once():
+    deferred_check(torch.tensor(True), 'never')
+    with pytest.raises(ValueError, match=r'labels in \[-1, 7\]'):
+        deferred_check(torch.tensor(False),
+                       lambda lo, hi: f'labels in [{lo:.0f}, {hi:.0f}]',
+                       torch.tensor(-1), torch.tensor(7))
+
+
+def _tiny_detector(tmp_path):
+    """A Faster R-CNN with a ResNet-18 (random weights, seed 0) and a
+    training batch of real images, preprocessed (not perturbed)."""
+    root = write_coco(str(tmp_path / 'coco'), num_images=4)
+    cfg = Config.fromfile(write_det_config(tmp_path, root))
+    DefaultScope._instance_dict.clear()
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    loader = Runner.build_dataloader(copy.deepcopy(cfg.train_dataloader))
+    return model, model.data_preprocessor(next(iter(loader)), False)
+
+
+def test_saturated_background_rois_step_with_ce_sign(tmp_path):
+    """The detection hook on RoIs that are already confidently background
+    (margins 18-30) with a large common logit component: its step has the
+    sign of the float64 gradient of the summed background CE."""
+    model, data = _tiny_detector(tmp_path)
+    fc = model.roi_head.bbox_head.fc_cls
+    with torch.no_grad():
+        u = torch.randn(fc.in_features)
+        fc.weight.add_(5.0 * u)  # the common component
+        fc.bias[-1] += 24.0  # background dominates
+    hook = BackgroundRoIPerturbationHook(eta=0.01, seed=0)
+    hook.bind(model, ['person', 'car'])
+    x, samples = data['inputs'], data['data_samples']
+    step = hook.perturb(x, samples) - x
+
+    from mmdet.structures.bbox import bbox2roi
+    ref_model = copy.deepcopy(model).double().eval()
+    x64 = x.double().requires_grad_(True)
+    rois = bbox2roi([s.gt_instances.bboxes for s in samples]).double()
+    feats = ref_model.extract_feat(x64)
+    scores = ref_model.roi_head._bbox_forward(feats, rois)['cls_score']
+    bg = torch.full((len(rois), ), 2)
+    margins = scores[:, 2] - scores[:, :2].max(1).values
+    assert margins.min() > 15 and margins.max() < 40, margins
+    # float32 rounds p_background to 1 at these margins: CE's gradient
+    # loses its background term there
+    assert (torch.softmax(scores.float(), 1)[:, 2] == 1).all()
+    loss = nn.functional.cross_entropy(scores, bg, reduction='sum')
+    (grad, ) = torch.autograd.grad(loss, x64)
+    inside = step != 0
+    expected = -grad.sign().float()
+    clear = grad.abs() > 1e-6 * grad.abs().amax()
+    assert inside[clear].float().mean() > 0.99
+    agree = (step.sign() == expected)[clear].float().mean().item()
+    assert agree >= 0.99, agree
+
+
+def _host_reads_from_mmgfn(fn):
+    """Run ``fn``; return where mmgfn's code turned a tensor into a Python
+    value (``bool(t)``, ``t.item()``, ...): a host sync on a GPU."""
+    import sys
+    package = osp.join(ROOT, 'mmgfn')
+    names = ['__bool__', 'item', 'tolist', '__int__', '__float__',
+             '__index__', 'numpy', 'cpu']
+    originals = {name: getattr(torch.Tensor, name) for name in names}
+    reads = []
+
+    def wrap(name, original):
+
+        def read(self, *args, **kwargs):
+            frame = sys._getframe(1)
+            where = frame.f_code.co_filename
+            # deferred_check reads at once on the CPU only (by design)
+            if where.startswith(package) and not where.endswith(
+                    'deferred_check.py'):
+                reads.append(f'{frame.f_code.co_filename}:'
+                             f'{frame.f_lineno} {name}')
+            return original(self, *args, **kwargs)
+
+        return read
+
+    try:
+        for name in names:
+            setattr(torch.Tensor, name, wrap(name, originals[name]))
+        fn()
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
+    return reads
+
+
+@pytest.mark.parametrize('attack_mode', ['eval', 'train'])
+def test_gfn_training_step_reads_no_device_value(tmp_path, attack_mode):
+    """Every training step after the first (which builds the table): the
+    attack, the table and the loss read nothing back from the device."""
+    from mmengine.optim import OptimWrapper
+    from mmpretrain.structures import DataSample
+    cfg = Config.fromfile(
+        osp.join(ROOT, 'configs/digits/gfn_resnet-tiny_1xb32_digits.py'))
+    cfg.model.head.num_classes = 4
+    cfg.model.head.loss.topk = 2
+    pre_cfg = dict(cfg.data_preprocessor, num_classes=4, topk=2,
+                   attack_mode=attack_mode)
+    cfg.model.data_preprocessor = pre_cfg
+    DefaultScope._instance_dict.clear()
+    init_default_scope('mmgfn')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-3))
+    pixels, labels = _real_batch(tmp_path)
+    batch = dict(inputs=list(pixels.to(torch.uint8)),
+                 data_samples=[DataSample().set_gt_label(int(label))
+                               for label in labels])
+    model.train_step(copy.deepcopy(batch), wrapper)
+    reads = _host_reads_from_mmgfn(
+        lambda: [model.train_step(copy.deepcopy(batch), wrapper)
+                 for _ in range(2)])
+    assert reads == []
+
+
+def test_hook_attack_reads_no_device_value(tmp_path):
+    """The detection hook's attack (background and neighbour targets) reads
+    nothing back from the device once its table is built."""
+    model, data = _tiny_detector(tmp_path)
+    hook = BackgroundRoIPerturbationHook(eta=0.01, neighbor_ratio=0.5,
+                                         topk=1, seed=0)
+    hook.bind(model, ['person', 'car'])
+    hook.perturb(data['inputs'], data['data_samples'])  # builds the table
+    out = []
+    assert _host_reads_from_mmgfn(lambda: out.append(
+        hook.perturb(data['inputs'], data['data_samples']))) == []
+    assert (out[0] - data['inputs']).abs().max() > 0
