@@ -54,19 +54,22 @@ def image_folder(tmp_path):
 
 
 def write_coco(root: str, num_images: int = 4, size: int = 64,
-               seed: int = 0) -> str:
+               seed: int = 0, width: int = None) -> str:
     """Write a small COCO-format detection set: ``root/images/*.jpg`` and
-    ``root/annotations.json`` with two classes (``person``, ``car``)."""
+    ``root/annotations.json`` with two classes (``person``, ``car``);
+    images are ``size x size``, or ``size x width`` (height x width)."""
     rng = np.random.default_rng(seed)
+    width = width or size
     os.makedirs(osp.join(root, 'images'), exist_ok=True)
     images, annotations = [], []
     for i in range(num_images):
-        img = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
-        x, y, w, h = 8 + 4 * i, 10, 24, 30
+        img = rng.integers(0, 60, (size, width, 3)).astype(np.uint8)
+        x, y, h = 8 + 4 * i, 10, 30
+        w = min(24, width - x - 2)
         img[y:y + h, x:x + w] = (30, 30, 220) if i % 2 else (220, 120, 30)
         name = f'{i:03d}.jpg'
         cv2.imwrite(osp.join(root, 'images', name), img)
-        images.append(dict(id=i, file_name=name, width=size, height=size))
+        images.append(dict(id=i, file_name=name, width=width, height=size))
         annotations.append(
             dict(id=i, image_id=i, category_id=1 + i % 2, bbox=[x, y, w, h],
                  area=w * h, iscrowd=0))

@@ -70,6 +70,28 @@ def test_background_probability_of_gt_rois_rises(trained):
     assert pixels.min() >= -1e-3 and pixels.max() <= 255 + 1e-3
 
 
+def test_padding_of_non_square_images_stays_unperturbed(tmp_path):
+    """64 x 40 images are padded to 64 x 64 (pad_size_divisor 32): the step
+    leaves the padding as the data preprocessor made it."""
+    root = write_coco(str(tmp_path / 'coco'), num_images=4, width=40)
+    cfg = Config.fromfile(write_config(tmp_path, root))
+    DefaultScope._instance_dict.clear()
+    init_default_scope('mmdet')
+    model = MODELS.build(cfg.model)
+    hook = BackgroundRoIPerturbationHook(eta=0.01, seed=0)
+    hook.bind(model, ['person', 'car'])
+    loader = Runner.build_dataloader(copy.deepcopy(cfg.train_dataloader))
+    data = model.data_preprocessor(next(iter(loader)), False)
+    x, samples = data['inputs'], data['data_samples']
+    diff = (hook.perturb(x, samples) - x).abs()
+    assert x.shape[-2:] == (64, 64)
+    for i, s in enumerate(samples):
+        h, w = s.img_shape
+        assert (h, w) == (64, 40)
+        assert diff[i, :, :, w:].max() == 0
+        assert diff[i, :, :h, :w].max() > 0
+
+
 def test_training_batches_are_perturbed_and_leave_no_trace(trained):
     model = copy.deepcopy(trained.model)
     hook = BackgroundRoIPerturbationHook(eta=0.01, seed=0)

@@ -103,7 +103,7 @@ def test_attack_loss_and_hook_make_no_host_sync(tmp_path):
     loss = NeighborWeightedCELoss(topk=2)
     pixels, labels = _real_batch(tmp_path)
     inputs, labels = ((pixels - 77.9) / 82.5).cuda(), labels.cuda()
-    pre._maybe_build_table(model)
+    pre._resolve_table(model)
     loss.share_neighbor_table(pre.neighbor_table)
 
     def classification_step(dtype):

@@ -150,11 +150,14 @@ def test_step_is_bounded_and_stays_in_pixel_range(trained, unit, num_steps):
     assert pixels.min() >= -1e-3 and pixels.max() <= 255 + 1e-3
 
 
+@pytest.mark.parametrize('attack_mode', ['eval', 'train'])
 @pytest.mark.parametrize('name', list(CONFIGS))
-def test_attack_leaves_no_trace(trained, name):
+def test_attack_leaves_no_trace(trained, name, attack_mode):
+    """In 'train' mode the attack's forward moves BatchNorm's statistics:
+    they are restored."""
     model = copy.deepcopy(trained[0][name])
     model.train()
-    pre = _preprocessor(model)
+    pre = _preprocessor(model, attack_mode=attack_mode)
     # the table is built before the snapshot (building it is no attack trace)
     pre.neighbor_table.update_from_embeddings(
         head_class_weights(model, 4), source='head')
@@ -187,6 +190,50 @@ def test_attack_leaves_no_trace(trained, name):
         assert any('running_mean' in k for k in buffers)
 
 
+def test_an_exception_mid_attack_restores_the_model(trained):
+    """The model raises after its backbone ran in training mode: flags,
+    modes and BatchNorm statistics are restored all the same."""
+    model = copy.deepcopy(trained[0]['resnet'])
+    model.train()
+    pre = _preprocessor(model, attack_mode='train')
+    pre.neighbor_table.update_from_embeddings(
+        head_class_weights(model, 4), source='head')
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    flags = {k: v.requires_grad for k, v in model.named_parameters()}
+
+    def explode(module, args, output):
+        raise RuntimeError('boom in the head')
+
+    handle = model.head.register_forward_hook(explode)
+    try:
+        with pytest.raises(RuntimeError, match='boom in the head'):
+            pre(_batch(trained[1]), training=True)
+    finally:
+        handle.remove()
+    for k, v in model.named_buffers():
+        assert torch.equal(v, buffers[k]), k
+    for k, v in model.named_parameters():
+        assert v.requires_grad == flags[k], k
+    assert all(m.training for m in model.modules())
+
+
+def test_padding_is_not_perturbed(trained):
+    """pad_size_divisor=32 on 32x20 images: the attack leaves the padding
+    as ClsDataPreprocessor made it."""
+    model = copy.deepcopy(trained[0]['resnet'])
+    pre = _preprocessor(model, pad_size_divisor=32)
+    pre.neighbor_table.update_from_embeddings(
+        head_class_weights(model, 4), source='head')
+    batch = _batch(trained[1], n=8)
+    batch['inputs'] = [img[:, :, :20] for img in batch['inputs']]
+    clean = pre(copy.deepcopy(batch), training=False)['inputs']
+    adv = pre(batch, training=True)['inputs']
+    assert clean.shape[-2:] == (32, 32)
+    diff = (adv - clean).abs()
+    assert diff[..., 20:].max() == 0
+    assert diff[..., :20].max() > 0
+
+
 def test_no_weight_gradient_is_computed(trained):
     model = copy.deepcopy(trained[0]['resnet'])
     pre = _preprocessor(model)
@@ -212,7 +259,7 @@ def test_eval_path_equals_cls_data_preprocessor(trained):
         s.gt_label for s in b['data_samples']]
 
 
-def test_binds_itself_from_train_step_without_a_cycle(trained):
+def test_finds_its_model_from_train_step_without_a_cycle(trained):
     model = copy.deepcopy(trained[0]['resnet'])
     pre = NeighborAdversarialDataPreprocessor(
         num_classes=4, topk=2, mean=[MEAN] * 3, std=[STD] * 3)
@@ -220,8 +267,10 @@ def test_binds_itself_from_train_step_without_a_cycle(trained):
     from mmengine.optim import OptimWrapper
     wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
     model.train_step(_batch(trained[1]), wrapper)
-    assert pre.model is model
     assert bool(pre.neighbor_table.built)
+    # nothing is cached: outside a call from the model there is no model
+    with pytest.raises(RuntimeError, match='found no model to attack'):
+        pre.model
     keys = list(model.state_dict())
     assert 'data_preprocessor.neighbor_table.neighbors' in keys
     assert not any(k.startswith('data_preprocessor.backbone') for k in keys)
@@ -245,6 +294,6 @@ def test_bad_input(tmp_path):
         NeighborAdversarialDataPreprocessor(
             num_classes=4, topk=2, eta_unit='pixels')
     pre = NeighborAdversarialDataPreprocessor(num_classes=4, topk=2)
-    with pytest.raises(RuntimeError, match='not bound'):
+    with pytest.raises(RuntimeError, match='found no model to attack'):
         pre(_batch(write_image_folder(str(tmp_path / 'im')), 4),
             training=True)

@@ -140,3 +140,59 @@ def test_loss_from_file(tmp_path):
         _loss()(z, torch.tensor([0])).item())
     with pytest.raises(ValueError, match='n.json.*has 5'):
         NeighborWeightedCELoss(neighbor_file=path, num_classes=5)
+
+
+def test_topk_follows_the_shared_table_unless_set():
+    """A 10-class model whose preprocessor keeps 3 neighbours: the default
+    loss uses those 3 (a fixed default of 20 could not)."""
+    table = NeighborTable(10, topk=3)
+    table.load_neighbors(
+        torch.tensor([[(c + i) % 10 for i in (1, 2, 3)] for c in range(10)]),
+        source='file')
+    loss = NeighborWeightedCELoss()
+    assert loss.share_neighbor_table(table)
+    margins = loss.margins(10, torch.device('cpu'))
+    assert ((margins > 0).sum(1) == 3).all()
+    # by hand for class 0: neighbours 1, 2, 3 at ranks 1, 2, 3
+    expected = [0.0] + [math.log1p(0.5**r) for r in (1, 2, 3)] + [0.0] * 6
+    assert margins[0].tolist() == pytest.approx(expected)
+    with pytest.raises(ValueError, match='topk'):
+        NeighborWeightedCELoss(topk=5).share_neighbor_table(table)
+
+
+def test_class_weight_by_hand():
+    z = torch.tensor([[2.0, 1.0, 0.0, -1.0], [0.5, 0.0, 1.0, 0.0]])
+    y = torch.tensor([0, 2])
+    cw = [2.0, 1.0, 0.5, 1.0]
+    unweighted = _loss(reduction='none')(z, y)
+    out = _loss(reduction='none', class_weight=cw)(z, y)
+    assert out.tolist() == pytest.approx(
+        [2.0 * unweighted[0].item(), 0.5 * unweighted[1].item()])
+    # scale 0 equals mmpretrain's CrossEntropyLoss with class_weight
+    from mmpretrain.models.losses import CrossEntropyLoss
+    ref = CrossEntropyLoss(class_weight=cw)(z, y)
+    assert _loss(scale=0.0, class_weight=cw)(z, y).item() == pytest.approx(
+        ref.item(), rel=1e-6)
+    with pytest.raises(ValueError, match='class_weight has 3 values'):
+        _loss(class_weight=[1.0, 1.0, 1.0])(z, y)
+
+
+@pytest.mark.parametrize('soft', [False, True])
+def test_label_smoothing_by_hand(soft):
+    z = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    v = 0.1
+    t = torch.tensor([[1.0, 0.0, 0.0, 0.0]]) if not soft else torch.tensor(
+        [[0.7, 0.0, 0.3, 0.0]])
+    label = t if soft else torch.tensor([0])
+    smoothed = t * (1 - v) + v / 4
+    # margins of class 0: log(1.5) for class 1, log(1.25) for class 3
+    m = torch.tensor([0.0, math.log(1.5), 0.0, math.log(1.25)])
+    expected = torch.logsumexp(z[0] + m, 0) - (smoothed[0] * z[0]).sum()
+    out = _loss(label_smooth_val=v)(z, label)
+    assert out.item() == pytest.approx(expected.item(), rel=1e-6)
+    # scale 0 equals mmpretrain's LabelSmoothLoss (mode 'original')
+    from mmpretrain.models.losses import LabelSmoothLoss
+    ref = LabelSmoothLoss(label_smooth_val=v, num_classes=4,
+                          mode='original')(z, label)
+    assert _loss(scale=0.0, label_smooth_val=v)(z, label).item() == \
+        pytest.approx(ref.item(), rel=1e-6)

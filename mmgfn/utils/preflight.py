@@ -94,8 +94,28 @@ def check_dataset_paths(cfg: Config, dataloaders: List[str]) -> None:
                         f'({path_key}); see data/README.md for the layout')
 
 
+def _neighbor_files(node, key: str) -> Iterator[Tuple[str, str]]:
+    """``(config key, path)`` of every ``neighbor_file`` in the config."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            sub = f'{key}.{name}' if key else name
+            if name == 'neighbor_file' and isinstance(value, str) and value:
+                yield sub, value
+            else:
+                yield from _neighbor_files(value, sub)
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _neighbor_files(value, f'{key}[{i}]')
+
+
 def check_train_config(cfg: Config) -> None:
-    """Preflight for ``tools/train.py``: datasets and checkpoints."""
+    """Preflight for ``tools/train.py``: datasets, checkpoints and neighbour
+    files (only training reads those: evaluation needs none)."""
+    for key, path in _neighbor_files(cfg.to_dict(), ''):
+        if not _is_remote(path) and not osp.isfile(osp.expanduser(path)):
+            raise FileNotFoundError(
+                f'neighbour file "{path}" does not exist ({key}); write it '
+                'with tools/build_neighbors.py CONFIG CHECKPOINT')
     loaders = ['train_dataloader']
     if cfg.get('val_cfg') is not None:
         loaders.append('val_dataloader')

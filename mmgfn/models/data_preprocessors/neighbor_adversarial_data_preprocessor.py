@@ -14,6 +14,7 @@ ablation).
 Shape shorthand: ``N`` images, ``C`` classes, ``3 x H x W`` inputs.
 """
 import inspect
+import os.path as osp
 import weakref
 from numbers import Number
 from typing import Optional, Sequence
@@ -102,12 +103,18 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
     forward.
 
     **Neighbour table.** A :class:`NeighborTable` submodule
-    (``data_preprocessor.neighbor_table`` in checkpoints, so a resumed run
-    keeps its neighbours). ``neighbor_source='head'`` builds it from the
-    head's class weight rows at the first training step (unless a
-    checkpoint already supplied it) and again every ``refresh_interval``
-    training steps when that is > 0; ``neighbor_source='file'`` loads
-    ``neighbor_file`` (written by ``tools/build_neighbors.py``).
+    (``data_preprocessor.neighbor_table`` in checkpoints), filled at the
+    first training step (see :meth:`_resolve_table` for which table wins:
+    a resumed run keeps its checkpoint's; fine-tuning with
+    ``neighbor_source='file'`` uses the file and warns when a ``load_from``
+    checkpoint carried another; ``'head'`` keeps a checkpoint's table, else
+    builds it from the head's class weight rows) and, with ``'head'``,
+    rebuilt every ``refresh_interval`` training steps when that is > 0.
+    Evaluation needs no table and no file. With ``mode='untargeted'`` the
+    table is filled only for a :class:`NeighborWeightedCELoss` that uses it.
+
+    **Padding** (``pad_size_divisor > 1``, images of different sizes) is not
+    perturbed: the step is applied inside each image only.
 
     Args:
         num_classes (int): Number of classes ``C``.
@@ -183,17 +190,25 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
         self.neighbor_source = neighbor_source
         self.refresh_interval = refresh_interval
         self.attack_mode = attack_mode
-        if neighbor_source == 'file':
-            if not neighbor_file:
-                raise ValueError("neighbor_source='file' needs neighbor_file")
-            self.neighbor_table = NeighborTable.from_file(
+        if neighbor_source == 'file' and not neighbor_file:
+            raise ValueError("neighbor_source='file' needs neighbor_file")
+        if neighbor_source == 'head' and neighbor_file:
+            raise ValueError(
+                f'neighbor_file="{neighbor_file}" is given but '
+                "neighbor_source='head'; set neighbor_source='file'")
+        self.neighbor_file = neighbor_file
+        # filled at the first training step (see _resolve_table): evaluation
+        # needs neither the file nor a table. A file that exists is checked
+        # now; a missing one is an error at the first training step (and
+        # before it, in tools/train.py's preflight)
+        self.neighbor_table = NeighborTable(num_classes, topk)
+        # not a submodule (it must not enter state_dict)
+        self.__dict__['_file_table'] = None
+        if neighbor_file and osp.isfile(neighbor_file):
+            self.__dict__['_file_table'] = NeighborTable.from_file(
                 neighbor_file, num_classes=num_classes, topk=topk)
-        else:
-            if neighbor_file:
-                raise ValueError(
-                    f'neighbor_file="{neighbor_file}" is given but '
-                    "neighbor_source='head'; set neighbor_source='file'")
-            self.neighbor_table = NeighborTable(num_classes, topk)
+        self._table_resolved = False
+        self._loss_uses_table = False
         self.grad_scaler = AttackGradScaler()
         self._bound = None
         self._train_steps = 0
@@ -279,7 +294,8 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
             return
         from ..losses.neighbor_weighted_ce_loss import NeighborWeightedCELoss
         for loss in find_modules(model, NeighborWeightedCELoss):
-            loss.share_neighbor_table(self.neighbor_table)
+            if loss.share_neighbor_table(self.neighbor_table):
+                self._loss_uses_table = True
         model.__dict__['_gfn_neighbor_table'] = self.neighbor_table
 
     def __getstate__(self) -> dict:
@@ -300,6 +316,7 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
             dict: ``inputs`` (``N x 3 x H x W`` float, normalised; perturbed
             when training) and ``data_samples``.
         """
+        sizes = [tuple(img.shape[-2:]) for img in data['inputs']]
         data = super().forward(data, training)
         if not training:
             return data
@@ -308,16 +325,19 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
             raise ValueError('training batches need data_samples with labels '
                              'for the neighbour attack')
         model = self.model
-        self._maybe_build_table(model)
+        self._resolve_table(model)
         self._train_steps += 1
-        data['inputs'] = self.perturb(model, inputs, self._labels(samples))
+        data['inputs'] = self.perturb(
+            model, inputs, self._labels(samples),
+            valid=_valid_mask(sizes, inputs))
         return data
 
     def perturb(self,
                 model: nn.Module,
                 inputs: Tensor,
                 labels: Tensor,
-                targets: Optional[Tensor] = None) -> Tensor:
+                targets: Optional[Tensor] = None,
+                valid: Optional[Tensor] = None) -> Tensor:
         """The perturbed batch ``x'`` for normalised ``inputs``.
 
         Args:
@@ -328,6 +348,10 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
             targets (Tensor, optional): ``N`` int64 neighbours to step toward
                 (``mode='neighbor'``). Defaults to a random neighbour of each
                 label from the table.
+            valid (Tensor, optional): ``N x 1 x H x W`` float, 1 on the
+                image and 0 on padding (``pad_size_divisor > 1`` or images
+                of different sizes), which stays unperturbed. Defaults to
+                None (all valid).
 
         Returns:
             Tensor: ``N x 3 x H x W``, ``|x' - x| <= eta`` (in ``eta_unit``),
@@ -342,6 +366,8 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
         step, lower, upper = step_and_bounds(
             self.eta, self.eta_unit, self.mean if normalized else None,
             self.std if normalized else None, inputs)
+        if valid is not None:
+            step = step * valid
 
         def logits_fn(x: Tensor) -> Tensor:
             logits = model(x, mode='tensor')
@@ -378,14 +404,53 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
                              'per sample (multi-label data is not supported)')
         return torch.cat(labels).to(self.device)
 
-    def _maybe_build_table(self, model: nn.Module) -> None:
-        if self.neighbor_source != 'head':
+    def _resolve_table(self, model: nn.Module) -> None:
+        """Fill the neighbour table at the first training step, then refresh
+        it from the head every ``refresh_interval`` steps.
+
+        Precedence, decided once and logged:
+
+        * a resumed run (mmengine's ``iter`` > 0 at its first step) keeps
+          the table of its checkpoint;
+        * fine-tuning from ``load_from`` with ``neighbor_source='file'``
+          uses the configured file, and warns when the checkpoint carried a
+          different table;
+        * ``neighbor_source='head'`` keeps a table that the checkpoint
+          carried, else builds it from the head's class weights.
+
+        With ``mode='untargeted'`` the table is filled only when a
+        :class:`NeighborWeightedCELoss` of the model uses it.
+        """
+        table = self.neighbor_table
+        if not self._table_resolved:
+            self._table_resolved = True
+            if self.mode == 'untargeted' and not self._loss_uses_table:
+                return
+            checkpoint = table.checkpoint_neighbors
+            if checkpoint is not None and (_resumed()
+                                           or self.neighbor_source == 'head'):
+                self._log_table('the checkpoint')
+                if self.neighbor_source == 'file':
+                    self._warn_if_differs(checkpoint, self._read_file(),
+                                          "resumed run keeps its "
+                                          "checkpoint's table")
+            elif self.neighbor_source == 'file':
+                loaded = self._read_file()
+                table.load_neighbors(loaded, 'file')
+                self._log_table(f'file "{self.neighbor_file}"')
+                if checkpoint is not None:
+                    self._warn_if_differs(
+                        checkpoint, loaded, 'fine-tuning uses the configured '
+                        'file, not the table of the load_from checkpoint')
+            else:
+                self._build_from_head(model)
             return
-        refresh = (
-            self.refresh_interval > 0 and self._train_steps > 0
-            and self._train_steps % self.refresh_interval == 0)
-        if self.neighbor_table.is_built and not refresh:
-            return
+        if (self.neighbor_source == 'head' and self.refresh_interval > 0
+                and self._train_steps % self.refresh_interval == 0
+                and table.is_built):
+            self._build_from_head(model)
+
+    def _build_from_head(self, model: nn.Module) -> None:
         weights = head_class_weights(model, self.neighbor_table.num_classes)
         try:
             self.neighbor_table.update_from_embeddings(weights, source='head')
@@ -396,9 +461,51 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
                 'some heads to zeros): fine-tune from a trained checkpoint '
                 "(load_from) or use neighbor_source='file' "
                 '(tools/build_neighbors.py)') from e
+        self._log_table('head weights', built=True)
+
+    def _log_table(self, origin: str, built: bool = False) -> None:
+        what = 'built from' if built else 'from'
         MMLogger.get_current_instance().info(
-            f'neighbour table built from head weights at training step '
+            f'neighbour table {what} {origin} at training step '
             f'{self._train_steps} (topk={self.neighbor_table.topk})')
+
+    def _read_file(self) -> Tensor:
+        """The ``C x k`` neighbours of ``neighbor_file``."""
+        table = self.__dict__['_file_table'] or NeighborTable.from_file(
+            self.neighbor_file, num_classes=self.neighbor_table.num_classes,
+            topk=self.neighbor_table.topk)
+        return table.neighbors
+
+    def _warn_if_differs(self, checkpoint: Tensor, file: Tensor,
+                         what: str) -> None:
+        checkpoint = checkpoint[:, :file.size(1)].to(file.device)
+        if checkpoint.shape != file.shape or not torch.equal(
+                checkpoint, file):
+            MMLogger.get_current_instance().warning(
+                'the checkpoint\'s neighbour table differs from '
+                f'"{self.neighbor_file}": the {what}')
+
+
+def _resumed() -> bool:
+    """Whether mmengine's current run started from a resumed iteration."""
+    from mmengine.logging import MessageHub
+    try:
+        return int(MessageHub.get_current_instance().get_info('iter',
+                                                              0)) > 0
+    except (TypeError, ValueError):
+        return False
+
+
+def _valid_mask(sizes: list, inputs: Tensor) -> Optional[Tensor]:
+    """``N x 1 x H x W`` 1 on each image, 0 on its padding; None when no
+    image was padded."""
+    height, width = inputs.shape[-2:]
+    if all(size == (height, width) for size in sizes):
+        return None
+    mask = inputs.new_zeros(len(sizes), 1, height, width)
+    for i, (h, w) in enumerate(sizes):
+        mask[i, :, :h, :w] = 1
+    return mask
 
 
 def _is_fsdp(module: nn.Module) -> bool:

@@ -27,7 +27,8 @@ asynchronously, see :mod:`mmgfn.models.utils.deferred_check`).
 last is the background (label ``C``); the background row and column get no
 margin.
 """
-from typing import Optional
+import os.path as osp
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -53,8 +54,9 @@ class NeighborWeightedCELoss(nn.Module):
     Args:
         alpha (float): Weight base, ``w = alpha^rank``, ``0 < alpha < 1``.
             Defaults to 0.5.
-        topk (int): Neighbours that get a weight (<= the table's k).
-            Defaults to 20.
+        topk (int, optional): Neighbours that get a weight (<= the table's
+            k). Defaults to None: the table's k (the preprocessor's or
+            hook's ``topk``, or the file's).
         scale (float): ``s`` >= 0; 0 gives plain cross-entropy.
             Defaults to 1.0.
         neighbor_file (str, optional): A neighbour file of its own.
@@ -64,16 +66,26 @@ class NeighborWeightedCELoss(nn.Module):
         reduction (str): ``'none'``, ``'mean'`` or ``'sum'``.
             Defaults to 'mean'.
         loss_weight (float): Multiplier of the loss. Defaults to 1.0.
+        class_weight (Sequence[float], optional): Per-class weights, as in
+            mmpretrain's ``CrossEntropyLoss``: a sample's loss times the
+            weight of its label (soft targets: each target entry times its
+            class's weight). Defaults to None.
+        label_smooth_val (float): Label smoothing as mmpretrain's
+            ``LabelSmoothLoss`` (mode 'original'), of hard labels and of soft
+            targets alike: ``t' = (1 - v) t + v / C``, then the soft-target
+            form. Defaults to 0.
     """
 
     def __init__(self,
                  alpha: float = 0.5,
-                 topk: int = 20,
+                 topk: Optional[int] = None,
                  scale: float = 1.0,
                  neighbor_file: Optional[str] = None,
                  num_classes: Optional[int] = None,
                  reduction: str = 'mean',
-                 loss_weight: float = 1.0) -> None:
+                 loss_weight: float = 1.0,
+                 class_weight: Optional[Sequence[float]] = None,
+                 label_smooth_val: float = 0.0) -> None:
         super().__init__()
         if not 0 < alpha < 1:
             raise ValueError(f'alpha must be in (0, 1), got {alpha!r}')
@@ -82,34 +94,56 @@ class NeighborWeightedCELoss(nn.Module):
         if reduction not in ('none', 'mean', 'sum'):
             raise ValueError(f'reduction={reduction!r} is not one of none, '
                              'mean, sum')
-        if not isinstance(topk, int) or topk < 1:
-            raise ValueError(f'topk must be an integer >= 1, got {topk!r}')
+        if topk is not None and (not isinstance(topk, int) or topk < 1):
+            raise ValueError(f'topk must be an integer >= 1 or None, got '
+                             f'{topk!r}')
+        if not 0 <= label_smooth_val < 1:
+            raise ValueError('label_smooth_val must be in [0, 1), got '
+                             f'{label_smooth_val!r}')
         self.alpha = float(alpha)
         self.topk = topk
         self.scale = float(scale)
         self.reduction = reduction
         self.loss_weight = float(loss_weight)
         self.neighbor_file = neighbor_file
+        self.num_classes = num_classes
+        self.class_weight = None if class_weight is None else [
+            float(w) for w in class_weight
+        ]
+        self.label_smooth_val = float(label_smooth_val)
         self._cache = (None, None, None)  # (table, version, margins)
-        table = None
-        if neighbor_file:
-            table = NeighborTable.from_file(
-                neighbor_file, num_classes=num_classes)
-            check_topk(topk, table.num_classes, limit=table.topk)
-        # a plain attribute: a shared table must not become a submodule
-        self.__dict__['_table'] = table
+        # a plain attribute: a shared table must not become a submodule.
+        # A neighbor_file that exists is checked now; a missing one is an
+        # error at first use only (evaluation never needs it)
+        self.__dict__['_table'] = None
+        if neighbor_file and osp.isfile(neighbor_file):
+            self.neighbor_table  # noqa: B018  (loads and checks the file)
 
-    def share_neighbor_table(self, table: NeighborTable) -> None:
+    def share_neighbor_table(self, table: NeighborTable) -> bool:
         """Use ``table`` (the preprocessor's or hook's), unless this loss
-        loads its own ``neighbor_file``."""
+        loads its own ``neighbor_file``.
+
+        Returns:
+            bool: Whether the loss uses ``table``.
+        """
         if self.neighbor_file:
-            return
-        check_topk(self.topk, table.num_classes, limit=table.topk)
+            return False
+        if self.topk is not None:
+            check_topk(self.topk, table.num_classes, limit=table.topk)
         self.__dict__['_table'] = table
+        return True
 
     @property
     def neighbor_table(self) -> NeighborTable:
+        """The table in use: its own ``neighbor_file`` (read at first use)
+        or the one shared by the preprocessor or hook."""
         table = self.__dict__['_table']
+        if table is None and self.neighbor_file:
+            table = NeighborTable.from_file(
+                self.neighbor_file, num_classes=self.num_classes)
+            if self.topk is not None:
+                check_topk(self.topk, table.num_classes, limit=table.topk)
+            self.__dict__['_table'] = table
         if table is None:
             raise RuntimeError(
                 'NeighborWeightedCELoss has no neighbour table: give it a '
@@ -134,7 +168,7 @@ class NeighborWeightedCELoss(nn.Module):
                 and margins is not None and margins.size(0) == num_columns
                 and margins.device == device):
             return margins
-        ranks = table.rank_matrix(self.topk).to(device)
+        ranks = table.rank_matrix(self.topk or table.topk).to(device)
         weights = torch.where(ranks > 0, self.alpha**ranks.double(),
                               torch.zeros((), dtype=torch.double,
                                           device=device))
@@ -143,6 +177,15 @@ class NeighborWeightedCELoss(nn.Module):
             margins = nn.functional.pad(margins, (0, 1, 0, 1))
         self._cache = (table, table.version, margins)
         return margins
+
+    def _class_weight(self, score: Tensor) -> Optional[Tensor]:
+        if self.class_weight is None:
+            return None
+        if len(self.class_weight) != score.size(1):
+            raise ValueError(
+                f'class_weight has {len(self.class_weight)} values but '
+                f'cls_score has {score.size(1)} columns')
+        return score.new_tensor(self.class_weight)
 
     def forward(self,
                 cls_score: Tensor,
@@ -171,10 +214,10 @@ class NeighborWeightedCELoss(nn.Module):
                              'mean, sum')
         score = cls_score.float()
         margins = self.margins(score.size(1), score.device)
-        if label.dim() == score.dim() and label.shape == score.shape:
+        soft = label.dim() == score.dim() and label.shape == score.shape
+        if soft:
             target = label.float()
             dominant = target.argmax(1)
-            true_logit = (target * score).sum(1)
         else:
             dominant = label.view(-1).long()
             if dominant.numel() != score.size(0):
@@ -186,8 +229,23 @@ class NeighborWeightedCELoss(nn.Module):
                                lambda lo, hi: f'labels must be in [0, '
                                f'{score.size(1)}), got [{lo:.0f}, {hi:.0f}]',
                                lo, hi)
-            true_logit = score.gather(1, dominant[:, None]).squeeze(1)
-        loss = torch.logsumexp(score + margins[dominant], dim=1) - true_logit
+            if self.label_smooth_val > 0:
+                soft = True
+                target = nn.functional.one_hot(dominant,
+                                               score.size(1)).float()
+        if soft and self.label_smooth_val > 0:  # mmpretrain's 'original'
+            target = target * (1 - self.label_smooth_val) + (
+                self.label_smooth_val / score.size(1))
+        class_weight = self._class_weight(score)
+        lse = torch.logsumexp(score + margins[dominant], dim=1)
+        if soft:
+            if class_weight is not None:
+                target = target * class_weight
+            loss = lse * target.sum(1) - (target * score).sum(1)
+        else:
+            loss = lse - score.gather(1, dominant[:, None]).squeeze(1)
+            if class_weight is not None:
+                loss = loss * class_weight[dominant]
         if weight is not None:
             loss = loss * weight.float().view(-1)
         if avg_factor is None:

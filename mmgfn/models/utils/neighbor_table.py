@@ -72,6 +72,7 @@ class NeighborTable(nn.Module):
         self.register_buffer('built', torch.tensor(False))
         # ``built`` mirrored on the host, so that checks need no device sync
         self._built = False
+        self.checkpoint_neighbors: Optional[Tensor] = None
 
     # ------------------------------------------------------------------ build
     def update_from_embeddings(self, embeddings: Tensor,
@@ -122,11 +123,31 @@ class NeighborTable(nn.Module):
         self.neighbors.copy_(neighbors.to(self.neighbors.device))
         self._set_built(source)
 
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        # a checkpoint replaces the neighbours: invalidate the caches
-        super()._load_from_state_dict(*args, **kwargs)
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
+                              strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        """Load a checkpoint's table and remember it in
+        :attr:`checkpoint_neighbors` (its owner decides which table wins).
+
+        A checkpoint without a table (any plain, non-GFN checkpoint) leaves
+        the table as it is; its absence is expected, so these keys are not
+        reported as missing.
+        """
+        names = [prefix + 'neighbors', prefix + 'built']
+        present = all(name in state_dict for name in names)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if not present:
+            for name in names:
+                if name in missing_keys:
+                    missing_keys.remove(name)
+            return
         self._built = bool(self.built)  # once per load, not per step
-        self.version += 1
+        #: The neighbours a loaded checkpoint carried (``C x k``), or None.
+        self.checkpoint_neighbors = (self.neighbors.detach().clone()
+                                     if self._built else None)
+        self.version += 1  # a checkpoint replaces the neighbours
 
     # ---------------------------------------------------------------- queries
     @property
