@@ -70,6 +70,27 @@ def test_background_probability_of_gt_rois_rises(trained):
     assert pixels.min() >= -1e-3 and pixels.max() <= 255 + 1e-3
 
 
+def test_config_hook_perturbs_what_the_runner_trains_on(tmp_path):
+    """Through the Runner and the config's custom_hooks: the batches the
+    detector computes its loss on are the perturbed ones (the hook attaches
+    itself in before_train)."""
+    root = write_coco(str(tmp_path / 'coco'), num_images=4)
+    runner = _runner(write_config(tmp_path, root, epochs=1),
+                     str(tmp_path / 'work'))
+    model = runner.model
+    clean, trained_on = [], []
+    # registered before the hook's own (before_train): sees clean batches
+    model.data_preprocessor.register_forward_hook(
+        lambda m, args, out: clean.append(out['inputs'].clone()))
+    model.register_forward_pre_hook(
+        lambda m, args, kwargs: trained_on.append(kwargs['inputs'].clone())
+        if kwargs.get('mode') == 'loss' else None, with_kwargs=True)
+    runner.train()
+    assert len(trained_on) == 1 and len(clean) >= 1
+    diff = (trained_on[0] - clean[0]).abs()
+    assert 0 < diff.max() <= 0.01 + 1e-6
+
+
 def test_padding_of_non_square_images_stays_unperturbed(tmp_path):
     """64 x 40 images are padded to 64 x 64 (pad_size_divisor 32): the step
     leaves the padding as the data preprocessor made it."""

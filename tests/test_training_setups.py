@@ -63,11 +63,14 @@ def _step(model, batch):
 
 def _expected(model, batch):
     """The perturbation computed explicitly against ``model`` (as it is now:
-    a training step moves BatchNorm's statistics)."""
+    a training step moves BatchNorm's statistics), toward each label's only
+    neighbour (topk=1) read from the table by hand."""
     pre = model.data_preprocessor
     clean = pre(copy.deepcopy(batch), False)
     labels = torch.tensor([s.gt_label.item() for s in batch['data_samples']])
-    return pre.perturb(model, clean['inputs'], labels)
+    targets = pre.neighbor_table.neighbors[labels, 0]
+    assert not torch.equal(targets, labels)
+    return pre.perturb(model, clean['inputs'], labels, targets)
 
 
 def test_bound_model_pickles_and_saves():
