@@ -26,8 +26,8 @@ from torch import Tensor, nn
 from mmgfn.models.losses import NeighborWeightedCELoss
 from mmgfn.models.utils import (AttackGradScaler, NeighborTable,
                                 find_modules, frozen_model,
-                                head_class_weights, sign_gradient_attack,
-                                step_and_bounds)
+                                head_class_weights, padding_mask,
+                                sign_gradient_attack, step_and_bounds)
 from mmgfn.models.utils.neighbor_table import last_bbox_head
 from mmgfn.registry import HOOKS
 
@@ -215,11 +215,7 @@ class BackgroundRoIPerturbationHook(Hook):
             return targets
         pick = torch.rand(labels.shape, generator=self.generator) < \
             self.neighbor_ratio
-        rank = torch.randint(0, self.table.topk, labels.shape,
-                             generator=self.generator)
-        self.table.check_built()
-        nbrs = self.table.neighbors.to(labels.device)[
-            labels, rank.to(labels.device, non_blocking=True)]
+        nbrs, _ = self.table.sample(labels, self.generator)
         return torch.where(pick.to(labels.device, non_blocking=True), nbrs,
                            targets)
 
@@ -255,11 +251,9 @@ class BackgroundRoIPerturbationHook(Hook):
         step, lower, upper = step_and_bounds(
             self.eta, self.eta_unit, pre.mean if normalized else None,
             pre.std if normalized else None, inputs)
-        mask = torch.zeros_like(inputs[:, :1])
-        for i, s in enumerate(data_samples):
-            h, w = s.img_shape[:2]
-            mask[i, :, :h, :w] = 1
-        step = step * mask
+        mask = padding_mask([s.img_shape[:2] for s in data_samples], inputs)
+        if mask is not None:
+            step = step * mask
         roi_head = model.roi_head
         eval_mode = self.attack_mode == 'eval'
         # RoIs of one image share its pixels: CE's relative RoI weights are

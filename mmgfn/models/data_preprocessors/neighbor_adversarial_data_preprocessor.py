@@ -25,7 +25,7 @@ from mmpretrain.models.utils.data_preprocessor import ClsDataPreprocessor
 from torch import Tensor, nn
 
 from mmgfn.registry import MODELS
-from ..utils.attack import (AttackGradScaler, frozen_model,
+from ..utils.attack import (AttackGradScaler, frozen_model, padding_mask,
                             sign_gradient_attack, step_and_bounds)
 from ..utils.neighbor_table import (NeighborTable, check_topk, find_modules,
                                     head_class_weights)
@@ -329,7 +329,7 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
         self._train_steps += 1
         data['inputs'] = self.perturb(
             model, inputs, self._labels(samples),
-            valid=_valid_mask(sizes, inputs))
+            valid=padding_mask(sizes, inputs))
         return data
 
     def perturb(self,
@@ -494,18 +494,6 @@ def _resumed() -> bool:
                                                               0)) > 0
     except (TypeError, ValueError):
         return False
-
-
-def _valid_mask(sizes: list, inputs: Tensor) -> Optional[Tensor]:
-    """``N x 1 x H x W`` 1 on each image, 0 on its padding; None when no
-    image was padded."""
-    height, width = inputs.shape[-2:]
-    if all(size == (height, width) for size in sizes):
-        return None
-    mask = inputs.new_zeros(len(sizes), 1, height, width)
-    for i, (h, w) in enumerate(sizes):
-        mask[i, :, :h, :w] = 1
-    return mask
 
 
 def _is_fsdp(module: nn.Module) -> bool:

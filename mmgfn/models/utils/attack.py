@@ -21,7 +21,7 @@ as BatchNorm running statistics are restored afterwards, and so is every
 submodule's ``training`` flag.
 """
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional, Tuple, Union
+from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -269,6 +269,28 @@ def sign_gradient_attack(logits_fn: Callable[[Tensor], Tensor],
 
 def _as(bound: Union[float, Tensor], like: Tensor) -> Tensor:
     return torch.as_tensor(bound, dtype=like.dtype, device=like.device)
+
+
+def padding_mask(sizes: Sequence[Tuple[int, int]],
+                 like: Tensor) -> Optional[Tensor]:
+    """Where each image of a padded batch lies.
+
+    Args:
+        sizes (Sequence[tuple]): ``N`` ``(h, w)``, each image's size before
+            padding (its top-left corner is the batch's).
+        like (Tensor): The ``N x 3 x H x W`` padded batch.
+
+    Returns:
+        Tensor | None: ``N x 1 x H x W`` of ``like``'s dtype, 1 on each image
+        and 0 on its padding; None when no image is padded.
+    """
+    height, width = like.shape[-2:]
+    if all(tuple(size) == (height, width) for size in sizes):
+        return None
+    mask = like.new_zeros(len(sizes), 1, height, width)
+    for i, (h, w) in enumerate(sizes):
+        mask[i, :, :h, :w] = 1
+    return mask
 
 
 def step_and_bounds(

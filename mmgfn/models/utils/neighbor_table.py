@@ -170,8 +170,10 @@ class NeighborTable(nn.Module):
 
         Args:
             labels (Tensor): ``N`` int64 class indices in ``[0, C)``.
-            generator (torch.Generator, optional): Random source (on the
-                labels' device). Defaults to torch's global generator.
+            generator (torch.Generator, optional): Random source, on any
+                device (a CPU generator's draws are moved to the labels'
+                device without waiting for it). Defaults to torch's global
+                generator, on the labels' device.
 
         Returns:
             tuple[Tensor, Tensor]: ``N`` neighbour classes and their ``N``
@@ -179,8 +181,9 @@ class NeighborTable(nn.Module):
         """
         self.check_built()
         rank = torch.randint(
-            0, self.topk, labels.shape, device=labels.device,
-            generator=generator)
+            0, self.topk, labels.shape,
+            device=labels.device if generator is None else generator.device,
+            generator=generator).to(labels.device, non_blocking=True)
         neighbors = self.neighbors.to(labels.device)[labels, rank]
         return neighbors, rank + 1
 
