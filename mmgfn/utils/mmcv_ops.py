@@ -56,8 +56,10 @@ path; ``aligned`` and ``sampling_ratio`` (``0``: adaptive,
 ``ceil(roi_size / output_size)`` samples per bin) mean the same in both.
 mmcv's ``offset=1`` for nms (box sides ``x2 - x1 + 1``) is kept by shifting
 the boxes' far corners by 1 for torchvision. Inputs of two floating dtypes
-(RoIs in float32 beside half-precision features) are computed in the wider
-one, where mmcv's kernels would refuse them.
+(RoIs in float32 beside float64 features) are computed in the wider one,
+where mmcv's kernels would refuse them; half precision (float16, bfloat16)
+is computed in float32 and returned in the input's dtype, as torchvision's
+own autocast wrappers do (its CUDA RoIAlign backward has no bfloat16).
 
 The fallback composes with
 :func:`mmgfn.utils.compat.run_mmcv_cpu_ops_in_float32` (which casts
