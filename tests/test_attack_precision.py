@@ -190,7 +190,9 @@ def test_attack_grad_scaler_backs_off_on_overflow_and_grows():
     scaler = AttackGradScaler(init_scale=2.0**13, growth_interval=2)
     logits = torch.zeros(3, 4, dtype=torch.float16)
     assert scaler.scale(torch.zeros(3, 4)) == 1.0  # float32: not scaled
-    assert scaler.get_scale() == 2.0**13 or scaler.scale(logits) is not None
+    assert scaler.get_scale() == 1.0  # no float16 backward yet
+    assert scaler.scale(logits).item() == 2.0**13
+    assert scaler.get_scale() == 2.0**13
     scaler.update(torch.tensor([True, False, True]))
     assert scaler.get_scale() == 2.0**12
     assert int(scaler.unperturbed) == 1
@@ -368,3 +370,134 @@ def test_hook_attack_reads_no_device_value(tmp_path):
     assert _host_reads_from_mmgfn(lambda: out.append(
         hook.perturb(data['inputs'], data['data_samples']))) == []
     assert (out[0] - data['inputs']).abs().max() > 0
+
+
+def test_iterative_attack_equals_a_reference_loop():
+    """``num_steps=3``: three descents of ``eta / 3`` on the summed CE, each
+    projected onto the ``eta`` box and the valid range, as a plain autograd
+    loop computes them (a nonlinear model, so the signs change between
+    steps and a step of the whole budget would end elsewhere)."""
+    from mmgfn.models.utils import sign_gradient_attack
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.Tanh(),
+                        nn.Linear(16, 5))
+    x0 = torch.randn(8, 3, 2, 2)
+    targets = torch.arange(8) % 5
+    eta, steps = 1.5, 3
+    got = sign_gradient_attack(net, x0, targets, eta, -3.0, 3.0,
+                               num_steps=steps)
+    x = x0.clone()
+    for _ in range(steps):
+        x.requires_grad_(True)
+        loss = nn.functional.cross_entropy(net(x), targets, reduction='sum')
+        (grad, ) = torch.autograd.grad(loss, x)
+        x = x.detach() - eta / steps * grad.sign()
+        x = torch.min(torch.max(x, x0 - eta), x0 + eta).clamp(-3.0, 3.0)
+    torch.testing.assert_close(got, x, rtol=0, atol=1e-5)
+
+
+def test_padding_mask_by_hand():
+    from mmgfn.models.utils import padding_mask
+    like = torch.zeros(2, 3, 4, 5)
+    expected = torch.zeros(2, 1, 4, 5)
+    expected[0, :, :2, :3] = 1  # a 2 x 3 image in a 4 x 5 batch
+    expected[1] = 1
+    assert torch.equal(padding_mask([(2, 3), (4, 5)], like), expected)
+    assert padding_mask([(4, 5), (4, 5)], like) is None
+
+
+def _two_class_table(tmp_path):
+    from mmgfn.models.utils import NeighborTable
+    table = NeighborTable(2, topk=1)
+    table.load_neighbors(torch.tensor([[1], [0]]), source='file')
+    path = str(tmp_path / 'neighbors.json')
+    table.save(path)
+    return path
+
+
+def test_hook_targets_follow_neighbor_ratio(tmp_path):
+    """RoI targets: background (label 2) at ratio 0, the label's neighbour
+    at ratio 1, a seeded mix near the ratio in between."""
+    model, _ = _tiny_detector(tmp_path)
+    labels = torch.arange(2000) % 2
+    shares = {}
+    for ratio in (0.0, 0.3, 1.0):
+        hook = BackgroundRoIPerturbationHook(
+            neighbor_ratio=ratio, topk=1, seed=0,
+            neighbor_file=_two_class_table(tmp_path))
+        hook.bind(model, ['person', 'car'])
+        targets = hook.targets(labels)
+        neighbour = targets != 2
+        assert torch.equal(targets[neighbour], 1 - labels[neighbour])
+        shares[ratio] = neighbour.float().mean().item()
+    assert shares[0.0] == 0.0 and shares[1.0] == 1.0
+    assert abs(shares[0.3] - 0.3) < 0.04, shares
+
+
+def test_before_train_perturbs_training_batches_only(tmp_path):
+    """The hook's ``before_train`` on a real Runner attaches the attack to
+    the detector's data preprocessor: training batches change (within
+    eta), validation batches do not; ``after_train`` detaches it."""
+    root = write_coco(str(tmp_path / 'coco'), num_images=2)
+    cfg = Config.fromfile(write_det_config(tmp_path, root, epochs=1))
+    cfg.work_dir = str(tmp_path / 'work')
+    DefaultScope._instance_dict.clear()
+    runner = Runner.from_cfg(cfg)
+    pre = runner.model.data_preprocessor
+    batch = next(iter(runner.train_dataloader))
+    clean = pre(copy.deepcopy(batch), False)['inputs']
+    assert torch.equal(pre(copy.deepcopy(batch), True)['inputs'], clean)
+    hook = BackgroundRoIPerturbationHook(eta=0.01, seed=0)
+    hook.before_train(runner)
+    assert torch.equal(pre(copy.deepcopy(batch), False)['inputs'], clean)
+    step = (pre(copy.deepcopy(batch), True)['inputs'] - clean).abs()
+    assert 0 < step.max() <= 0.01 + 1e-6
+    hook.after_train(runner)
+    assert torch.equal(pre(copy.deepcopy(batch), True)['inputs'], clean)
+
+
+def test_detector_head_rows_drop_the_background(tmp_path):
+    """A two-stage detector's class rows are ``fc_cls``'s first C rows; the
+    last (background, label C) row is not a class."""
+    from mmgfn.models.utils import head_class_weights
+    model, _ = _tiny_detector(tmp_path)
+    fc = model.roi_head.bbox_head.fc_cls
+    assert fc.out_features == 3
+    assert torch.equal(head_class_weights(model, 2), fc.weight[:2])
+
+
+def test_hook_table_travels_with_checkpoints(tmp_path):
+    """The hook writes its table into the checkpoint dict; a resumed run's
+    hook (which loads the checkpoint before ``before_train``) starts with
+    that table built, before any step could build one from the head."""
+    model, _ = _tiny_detector(tmp_path)
+    hook = BackgroundRoIPerturbationHook(
+        neighbor_ratio=0.5, topk=1, seed=0,
+        neighbor_file=_two_class_table(tmp_path))
+    hook.bind(model, ['person', 'car'])
+    checkpoint = {}
+    hook.before_save_checkpoint(None, checkpoint)  # the runner is unused
+    assert checkpoint['neighbor_table']['neighbors'].tolist() == [[1], [0]]
+    resumed = BackgroundRoIPerturbationHook(neighbor_ratio=0.5, topk=1)
+    resumed.after_load_checkpoint(None, checkpoint)
+    resumed.bind(model, ['person', 'car'])
+    assert resumed.table.is_built
+    assert resumed.table.neighbors.tolist() == [[1], [0]]
+
+
+def test_ce_sign_gradient_is_bounded_and_finite_at_any_margin():
+    """Within a group the least confident row keeps weight 1 (its target
+    entry is exactly -1) and the others ``(1 - p_t) / (1 - p_t)_max`` <= 1,
+    so no entry leaves [-1, 1] or overflows, even 100 logits apart (float64
+    weights by hand: ``1 - p_t = 2 e^-m / (1 + 2 e^-m)`` for a row
+    ``[m, 0, 0]``)."""
+    z = torch.tensor([[0.0, 0, 0], [30, 0, 0], [1, 0, 0], [100, 0, 0]])
+    targets = torch.zeros(4, dtype=torch.long)
+    groups = torch.tensor([0, 0, 1, 1])
+    got = ce_sign_gradient(z, targets, groups, 2).double()
+    assert torch.isfinite(got).all() and got.abs().max() <= 1
+    q_t = [2 * np.exp(-m) / (1 + 2 * np.exp(-m)) for m in (0, 30, 1, 100)]
+    weights = [1.0, q_t[1] / q_t[0], 1.0, q_t[3] / q_t[2]]
+    expected = torch.tensor([[-w, w / 2, w / 2] for w in weights],
+                            dtype=torch.float64)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-45)

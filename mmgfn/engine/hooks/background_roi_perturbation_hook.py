@@ -239,6 +239,11 @@ class BackgroundRoIPerturbationHook(Hook):
             raise RuntimeError('BackgroundRoIPerturbationHook is not bound '
                                'to a detector (bind(model) first)')
         self._maybe_build_table(model)
+        if self.table is not None and \
+                self.table.neighbors.device != inputs.device:
+            # moved once: a table left on the host would be copied to the
+            # device, a host sync, at every step
+            self.table.to(inputs.device)
         boxes = [s.gt_instances.bboxes for s in data_samples]
         boxes = [b.tensor if hasattr(b, 'tensor') else b for b in boxes]
         if sum(len(b) for b in boxes) == 0:
