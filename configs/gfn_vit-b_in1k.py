@@ -15,7 +15,9 @@
 _base_ = ['mmpretrain::vision_transformer/vit-base-p16_32xb128-mae_in1k.py']
 
 # Dicts inherited from `mmpretrain::` keep mmpretrain's scope; dicts written
-# here resolve in mmgfn's scope (host components carry `mmpretrain.`).
+# here resolve in mmgfn's scope: a host component carries `mmpretrain.`, and a
+# host model written here needs `_scope_='mmpretrain'` (README: "Using
+# mmgfn's components from another project's config").
 default_scope = 'mmgfn'
 
 load_from = 'checkpoints/vit-base-p16_32xb128-mae_in1k_20220623-4c544545.pth'

@@ -34,6 +34,14 @@ def _load(path, neighbor_file):
     cfg = Config.fromfile(path)
     pre = cfg.get('data_preprocessor') or {}
     if pre.get('neighbor_source') == 'file':
+        num_classes = pre.get('num_classes', 1000)
+        if num_classes != 1000:  # a table for the config's classes
+            table = NeighborTable(num_classes, topk=pre.topk)
+            table.update_from_embeddings(torch.randn(
+                num_classes, 16, generator=torch.Generator().manual_seed(0)))
+            neighbor_file = neighbor_file.replace(
+                '.json', f'_{num_classes}.json')
+            table.save(neighbor_file)
         cfg.data_preprocessor.neighbor_file = neighbor_file
     return cfg
 

@@ -4,7 +4,8 @@ import os.path as osp
 import re
 
 import pytest
-from conftest import DIGITS_CONFIG, digits_options, run_tool
+from conftest import (DIGITS_CONFIG, digits_options, run_tool,
+                      write_autocast_recorder)
 
 
 def _check_ok(proc):
@@ -64,15 +65,33 @@ def test_resume_flag_continues_from_latest(image_folder, tmp_path):
 
 
 def test_amp_runs_on_cpu(image_folder, tmp_path):
+    """--amp of train.py and test.py, seen inside the model: every training
+    and test forward of the backbone runs under bfloat16 autocast."""
+    config, events_file, env = write_autocast_recorder(tmp_path,
+                                                       DIGITS_CONFIG)
     work_dir = str(tmp_path / 'work')
-    proc = run_tool([
-        'tools/train.py', DIGITS_CONFIG, '--work-dir', work_dir, '--amp',
-        '--cfg-options', *digits_options(image_folder, max_epochs=1)
-    ])
+    opts = digits_options(image_folder, max_epochs=1)
+    proc = run_tool(['tools/train.py', config, '--work-dir', work_dir,
+                     '--amp', '--cfg-options', *opts], env=env)
     _check_ok(proc)
-    cfg_dump = open(osp.join(work_dir, 'resnet-tiny_1xb32_digits.py')).read()
+    cfg_dump = open(osp.join(work_dir, osp.basename(config))).read()
     assert 'mmgfn.DeviceAmpOptimWrapper' in cfg_dump
-    assert osp.isfile(osp.join(work_dir, 'epoch_1.pth'))
+    with open(events_file) as f:
+        events = json.load(f)
+    # 32 images, batch 8: 4 iterations, one forward each (no attack)
+    assert [(e['phase'], e['iter'], e['attack']) for e in events] == [
+        ('train', i, False) for i in range(4)]
+    proc = run_tool(['tools/test.py', config,
+                     osp.join(work_dir, 'epoch_1.pth'), '--work-dir',
+                     work_dir, '--amp', '--cfg-options', *opts], env=env)
+    _check_ok(proc)
+    with open(events_file) as f:
+        test_events = json.load(f)
+    assert [(e['phase'], e['iter']) for e in test_events] == [
+        ('test', i) for i in range(4)]
+    for e in events + test_events:
+        assert (e['autocast'], e['dtype'], e['output']) == (
+            True, 'bfloat16', 'bfloat16'), e
 
 
 def test_dist_train_and_test_two_processes_gloo(image_folder, tmp_path):
@@ -156,3 +175,177 @@ def test_missing_checkpoint_is_named(image_folder, tmp_path):
         str(tmp_path / 'w'), '--cfg-options', *opts, f'load_from={missing}'
     ])
     _check_bad_input(proc, missing, 'load_from')
+
+
+# ---------------------------------------------------------------- small fixes
+EQ4_CONFIG = DIGITS_CONFIG.replace('resnet-tiny_1xb32_digits.py',
+                                   'gfn-eq4_resnet-tiny_1xb32_digits.py')
+
+
+def _digits_model(num_classes=4, seed=0):
+    """The digits classifier of the config, randomly initialised."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    from mmgfn.registry import MODELS
+    cfg = Config.fromfile(DIGITS_CONFIG)
+    cfg.model.head.num_classes = num_classes
+    torch.manual_seed(seed)
+    with DefaultScope.overwrite_default_scope('mmgfn'):
+        return MODELS.build(cfg.model).eval()
+
+
+def test_test_tool_without_worker_processes(image_folder, tmp_path):
+    """test.py with num_workers=0 and a config asking for persistent
+    workers runs (torch refuses the pair), as train.py does."""
+    import torch
+    ckpt = str(tmp_path / 'model.pth')
+    torch.save({'state_dict': _digits_model().state_dict()}, ckpt)
+    proc = run_tool([
+        'tools/test.py', DIGITS_CONFIG, ckpt, '--work-dir',
+        str(tmp_path / 'work'), '--cfg-options',
+        *digits_options(image_folder),
+        'test_dataloader.persistent_workers=True'
+    ])
+    _check_ok(proc)
+    assert 'persistent_workers' not in proc.stderr
+    _last_top1(proc.stdout + proc.stderr)
+
+
+def _eq4_neighbors(model, image_folder, topk):
+    """GFN's Eq. 4 by hand: mean pre-logits feature of each class over the
+    training images (read with OpenCV, normalised as the config says),
+    cosine similarity, the top-k other classes (ties: lower index)."""
+    import glob
+
+    import cv2
+    import torch
+    feats = []
+    for c in range(4):
+        files = sorted(glob.glob(f'{image_folder}/train/class_{c}/*'))
+        imgs = torch.stack([
+            torch.from_numpy(cv2.imread(f)).permute(2, 0, 1).float()
+            for f in files
+        ])
+        x = (imgs - 77.9) / 82.5  # BGR as read; to_rgb=False
+        with torch.no_grad():
+            feat = model.head.pre_logits(model.extract_feat(x))
+        feats.append(feat.mean(0))
+    emb = torch.nn.functional.normalize(torch.stack(feats), dim=1)
+    sim = emb @ emb.t()
+    rows = []
+    for c in range(4):
+        order = sorted((j for j in range(4) if j != c),
+                       key=lambda j: (-float(sim[c, j]), j))
+        rows.append(order[:topk])
+    return rows
+
+
+def test_eq4_neighbours_from_plain_dict_checkpoint(image_folder, tmp_path):
+    """build_neighbors.py reads a checkpoint whose state_dict is a plain
+    dict (no ``_metadata``) and writes GFN's Eq. 4 table; the digits Eq. 4
+    config variant trains with that table."""
+    import torch
+    model = _digits_model(seed=1)
+    ckpt = str(tmp_path / 'plain.pth')
+    torch.save({'state_dict': dict(model.state_dict())}, ckpt)
+    out = str(tmp_path / 'digits_top2.json')
+    options = digits_options(image_folder, max_epochs=1) + [
+        'data_preprocessor.topk=2', 'model.head.loss.topk=2',
+        f'neighbor_file={out}', f'data_preprocessor.neighbor_file={out}'
+    ]
+    proc = run_tool([
+        'tools/build_neighbors.py', EQ4_CONFIG, ckpt, '--cfg-options',
+        *options
+    ])
+    _check_ok(proc)
+    with open(out) as f:
+        table = json.load(f)
+    assert table['num_classes'] == 4 and table['topk'] == 2
+    assert table['neighbors'] == _eq4_neighbors(model, image_folder, 2)
+
+    work_dir = str(tmp_path / 'work')
+    proc = run_tool([
+        'tools/train.py', EQ4_CONFIG, '--work-dir', work_dir,
+        '--cfg-options', *options, f'load_from={ckpt}'
+    ])
+    _check_ok(proc)
+    state = torch.load(osp.join(work_dir, 'epoch_1.pth'),
+                       weights_only=False)['state_dict']
+    trained = state['data_preprocessor.neighbor_table.neighbors'].tolist()
+    assert trained == table['neighbors']
+
+
+README_PATH = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                       'README.md')
+
+
+def _readme() -> str:
+    with open(README_PATH, encoding='utf-8') as f:
+        return f.read()
+
+
+def test_readme_headings_are_unique():
+    prose = re.sub(r'```.*?```', '', _readme(), flags=re.S)
+    headings = [line.strip() for line in prose.splitlines()
+                if re.match(r'#{1,6} \S', line)]
+    repeated = {h for h in headings if headings.count(h) > 1}
+    assert not repeated, f'README repeats {sorted(repeated)}'
+    assert '### Compatibility fixes applied by mmgfn' in headings
+
+
+def test_readme_commands_use_one_interpreter():
+    """Every command line of the README's shell blocks that runs Python
+    runs the environment's interpreter, written one way."""
+    text = _readme()
+    blocks = re.findall(r'```bash\n(.*?)```', text, re.S)
+    lines = [line for b in blocks for line in b.splitlines()]
+    runs = [tok for line in lines
+            for tok in re.findall(r'(?:^|[\s;&|(])(\S*python3?)\s', line)]
+    assert len(runs) > 20, runs
+    assert set(runs) == {'.venv/bin/python'}, sorted(set(runs))
+
+
+def test_readme_says_how_to_train_the_test_only_detectors():
+    text = _readme()
+    section = text[text.index('## Training'):text.index(
+        '## Robustness evaluation')]
+    m = re.search(r'RTTS.{0,40}ExDark.*?```bash\n.*?```', section, re.S)
+    assert m, 'no paragraph on the RTTS / ExDark detectors'
+    para = m.group(0)
+    assert 'faster-rcnn_vit-b-gfn_sfp_1x_coco.py' in para
+    assert 'tools/train.py' in para and 'tools/test.py' in para
+    assert 'foggy-cityscapes' in para
+
+
+def test_readme_host_model_in_mmgfn_scope_builds(tmp_path):
+    """The README's host-model block, pasted into an mmgfn-scoped config,
+    builds an mmpretrain classifier with mmgfn's preprocessor and loss."""
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    from mmgfn.models import (NeighborAdversarialDataPreprocessor,
+                              NeighborWeightedCELoss)
+    from mmgfn.registry import MODELS
+    text = _readme()
+    start = text.index('Give a host model written in an mmgfn-scoped config')
+    block = re.search(r'```python\n(.*?)```', text[start:], re.S).group(1)
+    path = tmp_path / 'host_model.py'
+    path.write_text("default_scope = 'mmgfn'\n" + block)
+    cfg = Config.fromfile(str(path))
+    with DefaultScope.overwrite_default_scope('mmgfn'):
+        model = MODELS.build(cfg.model)
+    assert type(model).__name__ == 'ImageClassifier'
+    assert isinstance(model.data_preprocessor,
+                      NeighborAdversarialDataPreprocessor)
+    assert isinstance(model.head.loss_module, NeighborWeightedCELoss)
+    # the same block with a prefix instead of _scope_ is what fails
+    path.write_text("default_scope = 'mmgfn'\n" + block.replace(
+        "_scope_='mmpretrain',\n    type='ImageClassifier'",
+        "type='mmpretrain.ImageClassifier'"))
+    cfg = Config.fromfile(str(path))
+    with DefaultScope.overwrite_default_scope('mmgfn'):
+        with pytest.raises(KeyError, match='ResNet_CIFAR is not in the '
+                           'mmgfn::model registry'):
+            MODELS.build(cfg.model)

@@ -15,7 +15,8 @@ from mmengine.dist import is_main_process
 import mmgfn  # noqa: F401  checkpoint loading on torch >= 2.6
 from mmgfn.utils.compat import (float32_test_outputs,
                                 run_mmcv_cpu_ops_in_float32)
-from mmgfn.utils.cli import (add_common_args, build_runner, load_config,
+from mmgfn.utils.cli import (add_common_args, build_runner,
+                             fix_persistent_workers, load_config,
                              parse_tool_args, run_cli, set_work_dir,
                              setup_cpu_distributed)
 from mmgfn.utils.preflight import (ConfigError, check_file,
@@ -61,6 +62,7 @@ def merge_args(cfg, args):
             dict(type='DumpResults', out_file_path=args.out))
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    fix_persistent_workers(cfg)
     return cfg
 
 

@@ -6,8 +6,9 @@ from mmengine.config import ConfigDict
 
 import mmgfn  # noqa: F401  checkpoint loading on torch >= 2.6
 from mmgfn.utils.cli import (add_common_args, build_runner, enable_amp,
-                             load_config, parse_tool_args, run_cli,
-                             set_work_dir, setup_cpu_distributed)
+                             fix_persistent_workers, load_config,
+                             parse_tool_args, run_cli, set_work_dir,
+                             setup_cpu_distributed)
 from mmgfn.utils.preflight import check_train_config
 
 
@@ -94,10 +95,7 @@ def merge_args(cfg, args):
 
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-    # torch refuses persistent workers without worker processes
-    for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        if cfg.get(field) and not cfg[field].get('num_workers', 0):
-            cfg[field]['persistent_workers'] = False
+    fix_persistent_workers(cfg)
     return cfg
 
 

@@ -11,6 +11,12 @@ data_preprocessor = dict(
     eta_unit='normalized',
     topk=3,
     mode='neighbor',
+    # Neighbours from the head's class weights: the top-3 rows of the final
+    # linear layer's weight by cosine similarity, built at the first
+    # training step. This is not the paper's Eq. 4 table (class-mean
+    # features of the training images), and the two generally differ;
+    # gfn-eq4_resnet-tiny_1xb32_digits.py is this config with the Eq. 4
+    # table that tools/build_neighbors.py writes.
     neighbor_source='head')
 
 model = dict(

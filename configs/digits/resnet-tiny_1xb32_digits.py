@@ -7,9 +7,12 @@ _base_ = [
     'mmpretrain::_base_/default_runtime.py',
 ]
 
-# Dicts inherited from `mmpretrain::` bases keep mmpretrain's scope; dicts
-# written here resolve in mmgfn's scope, so host components carry the
-# `mmpretrain.` prefix.
+# Dicts inherited from `mmpretrain::` bases keep mmpretrain's scope (the model
+# comes from one); dicts written here resolve in mmgfn's scope, so host
+# components carry the `mmpretrain.` prefix. A prefix finds the class only: a
+# host model written here would also need `_scope_='mmpretrain'`, for the
+# children it builds by bare names (README: "Using mmgfn's components from
+# another project's config").
 default_scope = 'mmgfn'
 
 # ResNet-18 (CIFAR stem) at 1/4 width: 0.7 M parameters.

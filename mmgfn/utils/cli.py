@@ -10,9 +10,14 @@ The tools follow mmpretrain's and mmdet's (same flags, same precedence of
   ``device_ids`` (mmengine 0.10.7 would call ``torch.cuda.set_device``);
 * ``--amp`` on the CPU (bfloat16 autocast, see
   :class:`mmgfn.engine.optimizers.DeviceAmpOptimWrapper`);
-* preflight checks (:mod:`mmgfn.utils.preflight`) and one-line errors for
-  bad input (missing config, dataset folder or checkpoint, unknown component
-  type). Set ``MMGFN_TRACEBACK=1`` to see the full traceback as well.
+* preflight checks (:mod:`mmgfn.utils.preflight`) before the Runner starts
+  logging, and one-line errors for bad input: missing files (config, dataset
+  folder, checkpoint, neighbour file, pretrained weights), an unknown
+  component type (with the closest registered names), and component settings
+  that cannot work (``topk``, neighbour files for another class count,
+  ``ClassBalancedSubset.per_class``, the detection hook's class count), each
+  naming the component, its config key and the fix. Set
+  ``MMGFN_TRACEBACK=1`` to see the full traceback as well.
 """
 import argparse
 import os
@@ -26,7 +31,7 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from .preflight import ConfigError, check_file
+from .preflight import ConfigError, check_file, registry_hint
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -105,6 +110,16 @@ def setup_cpu_distributed(cfg: Config) -> None:
     cfg.model_wrapper_cfg = wrapper
 
 
+def fix_persistent_workers(cfg: Config) -> None:
+    """Switch ``persistent_workers`` off in dataloaders without worker
+    processes (``num_workers=0``), which torch refuses
+    (``persistent_workers option needs num_workers > 0``)."""
+    for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(field)
+        if isinstance(loader, dict) and not loader.get('num_workers', 0):
+            loader['persistent_workers'] = False
+
+
 def enable_amp(cfg: Config) -> None:
     """``--amp``: mixed precision on any device (bfloat16 on the CPU)."""
     cfg.optim_wrapper.type = 'mmgfn.DeviceAmpOptimWrapper'
@@ -123,9 +138,10 @@ def _user_error(exc: BaseException) -> str:
     not one."""
     if isinstance(exc, (FileNotFoundError, ConfigError)):
         return str(exc)
-    if isinstance(exc, KeyError) and 'registry' in str(exc):
-        msg = str(exc.args[0]) if exc.args else str(exc)
-        return f'unknown component type: {msg}'
+    if isinstance(exc, KeyError):
+        hint = registry_hint(str(exc.args[0]) if exc.args else str(exc))
+        if hint:
+            return f'unknown component type: {hint}'
     return ''
 
 
