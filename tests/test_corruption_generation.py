@@ -1,17 +1,24 @@
 """tools/misc/generate_corrupted_dataset.py: layout, pixels equal to the
-on-the-fly transform, resuming, bad input."""
+on-the-fly transform, resuming (incomplete outputs redone, stale ``.part``
+files removed), stopping at a failed write, workers that die with the
+caller, bad input; resuming and stopping on the ImageNet-C recipe path too."""
 import json
 import os
 import os.path as osp
+import signal
+import subprocess
+import sys
+import time
 
 import cv2
 import numpy as np
 import pytest
-from conftest import run_tool
+from conftest import ROOT, run_tool
 from mmcv.transforms import LoadImageFromFile
 from PIL import Image
 
-from mmgfn.datasets.corruption_generation import (corrupted_image_path,
+from mmgfn.datasets.corruption_generation import (OutputWriteError,
+                                                  corrupted_image_path,
                                                   generate_corrupted_images)
 from mmgfn.datasets.transforms import ImageCorruption
 from mmgfn.utils.preflight import ConfigError
@@ -194,3 +201,282 @@ def test_bad_input(tmp_path):
     assert ('generate_corrupted_dataset.py: error: image folder "'
             f'{tmp_path / "nowhere"}" does not exist') in proc.stderr
     assert 'Traceback' not in proc.stderr
+
+
+def _dead_pid():
+    """The id of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, '-c', 'pass'])
+    proc.wait()
+    return proc.pid
+
+
+def test_resume_redoes_incomplete_outputs_and_removes_stale_parts(tmp_path):
+    src, out = str(tmp_path / 'images'), str(tmp_path / 'out')
+    rels = write_sources(src)
+    kwargs = dict(corruptions=['brightness'], severities=[1, 2],
+                  progress=False)
+    assert generate_corrupted_images(src, out, **kwargs).written == 6
+    cut = corrupted_image_path(out, 'brightness', 1, rels[0])
+    empty = corrupted_image_path(out, 'brightness', 2, rels[1])
+    originals = {}
+    for path in (cut, empty):
+        with open(path, 'rb') as f:
+            originals[path] = f.read()
+    with open(cut, 'r+b') as f:  # cut short, as by a full disk
+        f.truncate(len(originals[cut]) // 2)
+    open(empty, 'wb').close()  # 0 bytes
+    folder = osp.dirname(corrupted_image_path(out, 'brightness', 1, 'x'))
+    stale = osp.join(folder, f'b.PNG.{_dead_pid()}.part')
+    live = osp.join(folder, f'c.JPG.{os.getpid()}.part')  # a running writer
+    for path in (stale, live):
+        with open(path, 'wb') as f:
+            f.write(b'partial')
+
+    again = generate_corrupted_images(src, out, **kwargs)
+    assert (again.written, again.skipped, again.redone) == (2, 4, 2)
+    assert again.removed_parts == 1
+    assert ('(4 already present, 2 redone as incomplete or of another '
+            'format, 1 stale .part files removed, 0 failed)' in again.line())
+    for path, data in originals.items():
+        with open(path, 'rb') as f:
+            assert f.read() == data  # the same pixels again (seeded)
+    assert not osp.exists(stale) and osp.exists(live)
+    os.remove(live)
+
+    # another output format: the .jpg/.JPG sources' PNG files are redone as
+    # JPEG, the .PNG source's files are complete PNGs and kept
+    jpeg = generate_corrupted_images(src, out, jpeg_quality=85, **kwargs)
+    assert (jpeg.written, jpeg.skipped, jpeg.redone) == (4, 2, 4)
+    with open(cut, 'rb') as f:
+        assert f.read(3) == b'\xff\xd8\xff'
+
+
+def _stop_at_a_full_disk(generate, src, out, rel, kwargs):
+    """Call ``generate(src, out, **kwargs)`` with the temporary file of its
+    first output (brightness 1 of ``rel``) linked to /dev/full, where every
+    write fails with ENOSPC; check the one-line error that names that
+    output and return the files then under ``out`` (relative paths)."""
+    first = corrupted_image_path(out, 'brightness', 1, rel)
+    os.makedirs(osp.dirname(first))
+    os.symlink('/dev/full', f'{first}.{os.getpid()}.part')
+    with pytest.raises(OutputWriteError) as err:
+        generate(src, out, **kwargs)
+    msg = str(err.value)
+    assert msg.startswith(f'cannot write "{first}": No space left on device '
+                          '(ENOSPC); stopped at the first failed write')
+    assert '\n' not in msg
+    return [osp.relpath(osp.join(r, n), out) for r, _, files in os.walk(out)
+            for n in files]
+
+
+@pytest.mark.skipif(not osp.exists('/dev/full'), reason='needs /dev/full')
+def test_full_disk_stops_at_the_first_failed_write(tmp_path):
+    """The first output is written through /dev/full, where every write
+    fails with ENOSPC: the run stops there, nothing else is corrupted."""
+    src, out = str(tmp_path / 'images'), str(tmp_path / 'out')
+    rels = write_sources(src)
+    kwargs = dict(corruptions=['brightness', 'contrast'], severities=[1, 2],
+                  progress=False)
+    left = _stop_at_a_full_disk(generate_corrupted_images, src, out,
+                                rels[0], kwargs)
+    assert left == []  # no other image written, the temporary file removed
+
+    # space freed: the same call writes everything
+    assert generate_corrupted_images(src, out, **kwargs).written == 12
+
+
+def test_workers_stop_on_an_unwritable_output(tmp_path):
+    """With a pool, a failed write in a worker stops the whole run with the
+    same one-line error."""
+    src, out = str(tmp_path / 'images'), str(tmp_path / 'out')
+    write_sources(src)
+    os.makedirs(out)
+    with open(osp.join(out, 'contrast'), 'w') as f:  # not a folder
+        f.write('x')
+    with pytest.raises(OutputWriteError) as err:
+        generate_corrupted_images(src, out, ['brightness', 'contrast'], [1],
+                                  workers=2, progress=False)
+    msg = str(err.value)
+    assert msg.startswith(
+        f'cannot write "{osp.join(out, "contrast", "1")}')
+    assert 'stopped at the first failed write' in msg and '\n' not in msg
+
+
+def _descendants(pid):
+    """Ids of the live (not zombie) processes below ``pid``, from /proc."""
+    children = {}
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/stat') as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != 'Z':
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _alive(pid):
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'),
+                    reason='reads /proc')
+def test_workers_do_not_outlive_a_killed_parent(tmp_path):
+    """SIGKILL the tool while its 2 workers have plenty of queued work
+    (about 30 CPU-seconds: 16 images x 10 slow variants): every process of
+    the run is gone within seconds."""
+    src, out = str(tmp_path / 'images'), str(tmp_path / 'out')
+    os.makedirs(src)
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        cv2.imwrite(osp.join(src, f'{i:02d}.png'), cv2.GaussianBlur(
+            rng.integers(0, 255, (320, 320, 3), np.uint8), (9, 9), 0))
+    proc = subprocess.Popen(
+        [sys.executable, TOOL, src, out, '--corruptions', 'glass_blur',
+         'zoom_blur', '--workers', '2', '--no-progress'],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pids = []
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:  # workers started and writing
+            if osp.isdir(out) and any(
+                    files for _, _, files in os.walk(out)):
+                break
+            time.sleep(0.2)
+        pids = _descendants(proc.pid)
+        assert len(pids) >= 3, pids  # fork server and 2 workers (+ tracker)
+        assert proc.poll() is None, 'the run ended before it was killed'
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.time() + 10
+        while time.time() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.2)
+        assert [p for p in pids if _alive(p)] == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def write_imagenet_val(root):
+    """Two small ImageNet-val-like photos, ``<wnid>/<name>.JPEG``, one
+    wider and one taller than high; returns relative paths."""
+    rng = np.random.default_rng(2)
+    rels = ['n01440764/ILSVRC2012_val_00000001.JPEG',
+            'n01443537/ILSVRC2012_val_00000002.JPEG']
+    for rel, (h, w) in zip(rels, [(50, 60), (64, 48)]):
+        path = osp.join(root, rel)
+        os.makedirs(osp.dirname(path), exist_ok=True)
+        assert cv2.imwrite(path, cv2.GaussianBlur(
+            rng.integers(0, 255, (h, w, 3), np.uint8), (5, 5), 0))
+    return rels
+
+
+def test_imagenet_c_recipe_resumes_with_the_marker_check(tmp_path):
+    """The recipe path resumes as the generator does: a cut-short JPEG and
+    a complete file of another format (PNG) are redone, stale ``.part``
+    files are removed, complete JPEG files are kept."""
+    from mmgfn.datasets.imagenet_c import RECIPE_FILE, regenerate_imagenet_c
+    src, out = str(tmp_path / 'val'), str(tmp_path / 'imagenet-c')
+    rels = write_imagenet_val(src)
+    kwargs = dict(corruptions=['brightness', 'contrast'], severities=[1, 2],
+                  progress=False)
+    regenerate_imagenet_c(src, out, **kwargs)
+    outputs = [corrupted_image_path(out, c, s, rel) for rel in rels
+               for c in ('brightness', 'contrast') for s in (1, 2)]
+    originals = {}
+    for path in outputs:
+        with open(path, 'rb') as f:
+            originals[path] = f.read()
+        assert originals[path][:3] == b'\xff\xd8\xff'  # JPEG data
+    cut = corrupted_image_path(out, 'brightness', 2, rels[0])
+    with open(cut, 'r+b') as f:  # cut short, as by a full disk
+        f.truncate(len(originals[cut]) // 2)
+    png = corrupted_image_path(out, 'contrast', 1, rels[1])
+    # complete PNG data, as the generator's default would write it
+    assert cv2.imwrite(str(tmp_path / 'x.png'), cv2.imread(png))
+    os.replace(str(tmp_path / 'x.png'), png)
+    kept = corrupted_image_path(out, 'contrast', 2, rels[0])
+    os.utime(kept, (1, 1))
+    stale = f'{corrupted_image_path(out, "contrast", 1, rels[0])}.' \
+        f'{_dead_pid()}.part'
+    with open(stale, 'wb') as f:
+        f.write(b'partial')
+
+    # two workers: the recipe travels to the pool's processes
+    again = regenerate_imagenet_c(src, out, workers=2, **kwargs)
+    for path in outputs:
+        with open(path, 'rb') as f:
+            assert f.read() == originals[path], path  # the same bytes again
+    assert os.stat(kept).st_mtime == 1  # complete: untouched
+    assert not osp.exists(stale)
+    assert (again.written, again.skipped, again.redone,
+            again.removed_parts, again.failures) == (2, 6, 2, 1, [])
+    assert again.workers == 2
+    with open(osp.join(out, RECIPE_FILE)) as f:
+        assert json.load(f)['jpeg_quality'] == 85
+
+
+@pytest.mark.skipif(not osp.exists('/dev/full'), reason='needs /dev/full')
+def test_imagenet_c_recipe_stops_at_the_first_failed_write(tmp_path):
+    """The recipe path stops at its first failed write with the
+    generator's one-line error, in the function (through /dev/full) and in
+    the tool (a file where a folder is needed); once the folder is fixed the
+    same call writes what is missing."""
+    from mmgfn.datasets.imagenet_c import (IMAGENET_C_RECIPE, RECIPE_FILE,
+                                           regenerate_imagenet_c)
+    src, out = str(tmp_path / 'val'), str(tmp_path / 'imagenet-c')
+    rels = write_imagenet_val(src)
+    kwargs = dict(corruptions=['brightness', 'contrast'], severities=[1, 2],
+                  progress=False)
+    with pytest.raises(ConfigError, match='imagenet-c recipe fixes the '
+                       'loading and the format'):
+        generate_corrupted_images(src, out, jpeg_quality=90,
+                                  recipe=IMAGENET_C_RECIPE, **kwargs)
+    assert not osp.exists(out)
+    left = _stop_at_a_full_disk(regenerate_imagenet_c, src, out, rels[0],
+                                kwargs)
+    assert left == [RECIPE_FILE]  # no image written, the .part removed
+
+    # the tool: one error line, exit status 2 (here a file stands where a
+    # folder is needed, since the tool's pid is not known beforehand)
+    with open(osp.join(out, 'contrast'), 'w') as f:
+        f.write('x')
+    args = [TOOL, src, out, '--recipe', 'imagenet-c', '--corruptions',
+            'brightness', 'contrast', '--severities', '1', '2', '--workers',
+            '1', '--no-progress']
+    proc = run_tool(args)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if 'error' in line]
+    assert len(errors) == 1 and 'Traceback' not in proc.stderr
+    assert errors[0].startswith(
+        'generate_corrupted_dataset.py: error: cannot write "'
+        f'{corrupted_image_path(out, "contrast", 1, rels[0])}": ')
+    assert 'stopped at the first failed write' in errors[0]
+
+    os.remove(osp.join(out, 'contrast'))  # fixed: the same call resumes
+    again = regenerate_imagenet_c(src, out, **kwargs)
+    assert (again.written, again.skipped, again.failures) == (6, 2, [])
+    assert again.line('ImageNet-C images by the reference recipe').startswith(
+        'wrote 6 ImageNet-C images by the reference recipe (2 already '
+        'present, 0 failed)')
+    done = sorted(osp.relpath(osp.join(r, n), out)
+                  for r, _, files in os.walk(out) for n in files)
+    assert done == sorted([RECIPE_FILE] + [
+        osp.join(c, str(s), rel) for c in ('brightness', 'contrast')
+        for s in (1, 2) for rel in rels])

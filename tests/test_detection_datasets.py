@@ -484,10 +484,49 @@ test_evaluator = dict(ann_file={osp.join(root, 'rtts_coco.json')!r})
     assert cfg.model.roi_head.bbox_head.num_classes == 80
     assert cfg.test_evaluator.type == 'mmgfn.ClassMappedCocoMetric'
     cfg.work_dir = str(tmp_path / 'work')
+    cfg.randomness = dict(seed=0)  # the untrained detector's weights
     runner = Runner.from_cfg(cfg)
+    # an untrained head, biased toward the 5 classes RTTS shares with COCO
+    # (person, bicycle, car, motorcycle, bus) so that detections reach the
+    # metric through the class mapping
+    with torch.no_grad():
+        runner.model.roi_head.bbox_head.fc_cls.bias[[0, 1, 2, 3, 5]] += 5.0
     metrics = runner.test()
-    assert 0.0 <= metrics['coco/bbox_mAP'] <= 1.0
     assert set(metrics) >= {'coco/bbox_mAP', 'coco/bbox_mAP_50'}
+    # by hand: the same model's detections, COCO labels mapped to RTTS's
+    # categories by name (other classes dropped), scored by pycocotools
+    from mmdet.datasets import CocoDataset
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    gt = COCO(osp.join(root, 'rtts_coco.json'))
+    rtts_id = {c['name']: c['id'] for c in gt.loadCats(gt.getCatIds())}
+    rtts_id['motorcycle'] = rtts_id['motorbike']
+    coco_classes = CocoDataset.METAINFO['classes']
+    model = runner.model.eval()
+    detections = []
+    for batch in runner.test_dataloader:
+        with torch.no_grad():
+            for sample in model.test_step(batch):
+                pred = sample.pred_instances
+                for box, score, label in zip(pred.bboxes.tolist(),
+                                             pred.scores.tolist(),
+                                             pred.labels.tolist()):
+                    name = coco_classes[label]
+                    if name in rtts_id:
+                        x1, y1, x2, y2 = box
+                        detections.append(dict(
+                            image_id=sample.img_id, category_id=rtts_id[name],
+                            bbox=[x1, y1, x2 - x1, y2 - y1], score=score))
+    assert detections
+    evaluator = COCOeval(gt, gt.loadRes(detections), 'bbox')
+    evaluator.params.maxDets = [100, 300, 1000]  # as mmdet's CocoMetric
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    assert metrics['coco/bbox_mAP'] == pytest.approx(evaluator.stats[0],
+                                                     abs=5e-4)
+    assert metrics['coco/bbox_mAP_50'] == pytest.approx(evaluator.stats[1],
+                                                        abs=5e-4)
 
 
 def teardown_function():

@@ -15,9 +15,13 @@ from mmgfn.datasets import (ImageNetA, ImageNetC, ImageNetP, ImageNetR,
 from mmgfn.datasets.transforms.corruption import BENCHMARK_CORRUPTIONS
 from mmgfn.evaluation import FlipRate, SubsetAccuracy
 from mmgfn.evaluation.functional import (ALEXNET_ERRORS,
+                                         ALEXNET_FLIP_PROBABILITIES,
                                          IncompleteResultsError,
                                          compared_frame_pairs,
-                                         flip_probability, mean_flip_rate,
+                                         flip_probability,
+                                         imagenet_p_difficulty,
+                                         imagenet_p_perturbations,
+                                         mean_flip_rate,
                                          summarize_corruption_errors,
                                          summarize_detection_robustness,
                                          summarize_flip_rates, top5_distance,
@@ -273,8 +277,13 @@ def test_mfr_needs_baseline_rates():
 
 # --------------------------------------------------------------- metrics ---
 def _sample(scores, label=0, **meta):
-    sample = DataSample().set_pred_score(torch.tensor(scores)).set_gt_label(
+    """A predicted sample whose logits are ``scores`` (``pred_logits``, as
+    mmgfn.KeepLogitsHook keeps them) with their float32 softmax as
+    ``pred_score``."""
+    logits = torch.tensor(scores, dtype=torch.float32)
+    sample = DataSample().set_pred_score(logits.softmax(-1)).set_gt_label(
         label)
+    sample.set_field(logits, 'pred_logits')
     sample.set_metainfo(meta)
     return sample.to_dict()
 
@@ -475,3 +484,81 @@ def test_imagenet_p_yields_tagged_frames(tmp_path):
 def teardown_function():
     # leave no default scope behind for the next test
     DefaultScope._instance_dict.clear()
+
+
+def test_noise_difficulty_folders_compare_with_frame_0():
+    """ImageNet-P's harder noise folders (``<noise>_2``, ``_3``) are noise
+    perturbations too: their frames are compared with frame 0."""
+    from mmgfn.evaluation.functional import is_noise_perturbation
+    for name in ('gaussian_noise', 'shot_noise_2', 'speckle_noise_3'):
+        assert is_noise_perturbation(name), name
+    for name in ('motion_blur', 'translate', 'brightness_2'):
+        assert not is_noise_perturbation(name), name
+
+
+# ------------------------------------------- logits, AlexNet FP, levels ---
+def test_tied_probabilities_are_refused_and_logits_preferred():
+    probs = torch.tensor([1.0, 0.0, 0.0, 0.0])  # float32 softmax underflow
+    only_probs = DataSample().set_pred_score(probs).set_gt_label(0)
+    only_probs.set_metainfo(dict(perturbation='tilt', step=1, sequence_idx=0,
+                                 frame_idx=0, num_frames=2))
+    with pytest.raises(ValueError, match='KeepLogitsHook'):
+        FlipRate().process(None, [only_probs.to_dict()])
+    with pytest.raises(ValueError, match='KeepLogitsHook'):
+        SubsetAccuracy(indices=[1, 2]).process(None, [only_probs.to_dict()])
+    # the logits rank 2 before 1: label 1 (index 2) is the masked top-1
+    only_probs.set_field(torch.tensor([300.0, 1.0, 2.0, 0.5]), 'pred_logits')
+    metric = SubsetAccuracy(indices=[1, 2])
+    metric.process(None, [only_probs.set_gt_label(1).to_dict()])
+    assert metric.evaluate(1) == {'accuracy/scores': 'logits',
+                                  'accuracy/top1': 100.0}
+
+
+def test_alexnet_flip_probabilities_as_published():
+    # clovaai/assembled-cnn, mce/eval_robustness.py, ALEXNET_FP
+    assert ALEXNET_FLIP_PROBABILITIES == {
+        'gaussian_noise': 0.23653, 'shot_noise': 0.30062,
+        'motion_blur': 0.09297, 'zoom_blur': 0.05942, 'spatter': 0.05053,
+        'brightness': 0.04889, 'translate': 0.11007, 'rotate': 0.13104,
+        'tilt': 0.07050, 'scale': 0.23531, 'speckle_noise': 0.18649,
+        'gaussian_blur': 0.02775, 'snow': 0.11928, 'shear': 0.10658}
+    fp = {'translate': 0.2, 'rotate': 0.1}
+    out = summarize_flip_rates(fp, baseline_fp='alexnet',
+                               perturbations=('translate', 'rotate'))
+    assert out['baseline'] == 'alexnet'
+    assert out['mFR'] == pytest.approx((0.2 / 0.11007 + 0.1 / 0.13104) / 2)
+    metric = FlipRate(baseline_fp='alexnet')
+    with pytest.raises(ValueError, match='difficulty 1'):
+        metric.process(None, [_sample([1.0, 0.0], 0, perturbation='tilt',
+                                      step=2, sequence_idx=0, frame_idx=0,
+                                      num_frames=3)])
+
+
+def test_zero_baseline_rate_keeps_the_raw_means():
+    out = summarize_flip_rates({'translate': 0.2, 'rotate': 0.1},
+                               {'translate': 1.0, 'rotate': 3.0},
+                               baseline_fp={'translate': 0.0, 'rotate': 0.4},
+                               baseline_t5d={'translate': 2.0, 'rotate': 1.5},
+                               perturbations=('translate', 'rotate'))
+    assert out['mean_FP'] == pytest.approx(0.15)
+    assert out['mean_T5D'] == pytest.approx(2.0)
+    assert out['FR'] == {'translate': None, 'rotate': pytest.approx(0.25)}
+    assert out['mFR'] is None
+    assert out['mT5D'] == pytest.approx((1.0 / 2.0 + 3.0 / 1.5) / 2)
+    assert out['notes'] and 'translate' in out['notes'][0]
+
+
+def test_imagenet_p_difficulty_folders():
+    assert imagenet_p_perturbations(1)[:3] == ['gaussian_noise', 'shot_noise',
+                                               'motion_blur']
+    assert imagenet_p_perturbations(3)[:3] == ['gaussian_noise_3',
+                                               'shot_noise_3', 'motion_blur']
+    assert imagenet_p_perturbations(2, holdout=True)[0] == 'speckle_noise_2'
+    assert imagenet_p_difficulty('gaussian_noise_2') == ('gaussian_noise', 2)
+    assert imagenet_p_difficulty('gaussian_noise') == ('gaussian_noise', 1)
+    assert imagenet_p_difficulty('translate', step=3) == ('translate', 3)
+    out = summarize_flip_rates({'gaussian_noise_2': 0.3, 'translate': 0.1},
+                               perturbations=imagenet_p_perturbations(2),
+                               allow_partial=True)
+    assert out['perturbations'] == ['gaussian_noise_2', 'translate']
+    assert out['mean_FP'] == pytest.approx(0.2)

@@ -2,6 +2,7 @@
 import json
 import os
 import os.path as osp
+import pickle
 import shutil
 from types import SimpleNamespace
 
@@ -9,14 +10,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import (DIGITS_CONFIG, digits_options, load_tool, make_image,
-                      run_tool, write_image_folder)
+from conftest import (DIGITS_CONFIG, build_digits_model, digits_options,
+                      hand_flip_rates, load_tool, make_image, pythonpath_env,
+                      run_tool, save_checkpoint, train_digits, write_videos)
 from mmengine.config import Config
-from mmengine.registry import DefaultScope, init_default_scope
 from mmengine.runner import load_checkpoint
 
 from mmgfn.datasets import ImageNetC, load_wnids
-from mmgfn.registry import MODELS
 
 TOOL = 'tools/test_robustness.py'
 ALEXNET_FOG, ALEXNET_GAUSSIAN_NOISE = 0.819324, 0.886428
@@ -42,16 +42,7 @@ def _lines(path):
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
     """A 4-class digits ResNet trained 2 epochs (checkpoints of both)."""
-    root = tmp_path_factory.mktemp('trained')
-    images = write_image_folder(str(root / 'images'))
-    work = str(root / 'train')
-    _check_ok(
-        run_tool([
-            'tools/train.py', DIGITS_CONFIG, '--work-dir', work,
-            '--cfg-options', *digits_options(images, max_epochs=2),
-            'default_hooks.checkpoint.interval=1',
-            'default_hooks.checkpoint.max_keep_ckpts=2'
-        ]))
+    images, work = train_digits(tmp_path_factory.mktemp('trained'))
     return dict(
         images=images,
         ckpt=osp.join(work, 'epoch_2.pth'),
@@ -64,38 +55,29 @@ def tool():
     return load_tool(TOOL, 'test_robustness_tool_module')
 
 
-def _digits_model(num_classes: int):
-    cfg = Config.fromfile(DIGITS_CONFIG)
-    cfg.model.head.num_classes = num_classes
-    cfg.model.data_preprocessor = dict(cfg.data_preprocessor,
-                                       num_classes=num_classes)
-    init_default_scope('mmgfn')
-    model = MODELS.build(cfg.model)
-    DefaultScope._instance_dict.clear()
-    return model.eval()
-
-
 @pytest.fixture(scope='module')
 def constant_1000_way(tmp_path_factory):
     """A real 1000-way digits ResNet whose logits are its head bias: the
     1000-way argmax is class 0 (n01440764, in neither ImageNet-A nor -R),
     the best class of ImageNet-A and -R is 1k index 13 (n01534433)."""
-    model = _digits_model(1000)
+    model = build_digits_model(1000)
     with torch.no_grad():
         model.head.fc.weight.zero_()
         model.head.fc.bias.zero_()
         model.head.fc.bias[0] = 10.0
         model.head.fc.bias[13] = 5.0
-    path = str(tmp_path_factory.mktemp('const') / 'const.pth')
-    torch.save(dict(state_dict=model.state_dict(), meta=dict()), path)
-    return path
+    return save_checkpoint(model,
+                           str(tmp_path_factory.mktemp('const') / 'const.pth'))
 
 
-def _write_images(folder, count, label=0, seed=0):
+def _write_images(folder, count, label=0, seed=0, ext='png', size=32):
+    """``count`` images; ImageNet-C cells as the released files are:
+    ``ext='JPEG', size=224`` (AlexNet normalisation is refused on others)."""
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
     for i in range(count):
-        cv2.imwrite(osp.join(folder, f'{i}.png'), make_image(label, rng))
+        cv2.imwrite(osp.join(folder, f'{i}.{ext}'),
+                    make_image(label, rng, size))
 
 
 # ---------------------------------------------------------------- corrupt ---
@@ -155,18 +137,18 @@ def test_corrupt_suite_resumes_and_reports_against_a_baseline(
                                                        / 2)
     base_fog = ref[('fog', 1)] + ref[('fog', 2)]
     base_noise = ref[('gaussian_noise', 1)] + ref[('gaussian_noise', 2)]
-    assert s['mCE_normalized_by'] == 'baseline model'
-    assert s['mCE'] == pytest.approx((fog / base_fog + noise / base_noise)
-                                     / 2)
+    assert s['mCE_alexnet'] is None
+    assert s['mCE_vs_baseline'] == pytest.approx(
+        (fog / base_fog + noise / base_noise) / 2)
     assert s['baseline_model']['ce']['fog'] == pytest.approx(fog / base_fog)
     dens = [base_fog - 2 * ref[('clean', 0)],
             base_noise - 2 * ref[('clean', 0)]]
     if min(dens) > 0:
-        assert s['relative_mCE'] == pytest.approx(
+        assert s['relative_mCE_vs_baseline'] == pytest.approx(
             ((fog - 2 * err[('clean', 0)]) / dens[0] +
              (noise - 2 * err[('clean', 0)]) / dens[1]) / 2)
     else:  # the baseline is not hurt by a corruption: no relative CE
-        assert s['relative_mCE'] is None
+        assert s['relative_mCE_vs_baseline'] is None
         assert any('relative CE not computed' in n for n in s['notes'])
 
     rows = _lines(osp.join(work, 'results.csv'))
@@ -264,9 +246,10 @@ def test_imagenet_c_and_a_with_a_1000_way_model(constant_1000_way,
     for corruption in ('fog', 'gaussian_noise'):
         for severity in ('1', '2'):
             cell = osp.join(root, corruption, severity)
-            _write_images(osp.join(cell, wnids[0]), 2)  # label 0: right
-            _write_images(osp.join(cell, wnids[1]), 1)  # label 1: wrong
-            _write_images(osp.join(cell, wnids[6]), 1)  # label 6: wrong
+            released = dict(ext='JPEG', size=224)
+            _write_images(osp.join(cell, wnids[0]), 2, **released)  # right
+            _write_images(osp.join(cell, wnids[1]), 1, **released)  # wrong
+            _write_images(osp.join(cell, wnids[6]), 1, **released)  # wrong
     clean = str(tmp_path / 'imagenet')
     _write_images(osp.join(clean, 'val', wnids[0]), 3)
     _write_images(osp.join(clean, 'val', wnids[6]), 1)
@@ -294,13 +277,14 @@ def test_imagenet_c_and_a_with_a_1000_way_model(constant_1000_way,
                                  ('fog', 2): 0.5, ('gaussian_noise', 1): 0.5,
                                  ('gaussian_noise', 2): 0.5})
     s = results['summary']
-    assert s['mCE_normalized_by'] == 'alexnet'
+    assert s['mCE_vs_baseline'] is None
     ce_fog = (0.5 + 0.5) / (2 * ALEXNET_FOG)
     ce_noise = (0.5 + 0.5) / (2 * ALEXNET_GAUSSIAN_NOISE)
-    assert s['mCE'] == pytest.approx((ce_fog + ce_noise) / 2)
+    assert s['mCE_alexnet'] == pytest.approx((ce_fog + ce_noise) / 2)
     rel_fog = (1.0 - 2 * 0.25) / (2 * ALEXNET_FOG - 2 * 0.4348)
     rel_noise = (1.0 - 2 * 0.25) / (2 * ALEXNET_GAUSSIAN_NOISE - 2 * 0.4348)
-    assert s['relative_mCE'] == pytest.approx((rel_fog + rel_noise) / 2)
+    assert s['relative_mCE_alexnet'] == pytest.approx(
+        (rel_fog + rel_noise) / 2)
     assert s['mean_corruption_error'] == pytest.approx(0.5)
     assert s['partial'] is True and s['num_corruptions'] == 2
     assert 'CE (AlexNet)' in open(osp.join(work, 'results.md')).read()
@@ -325,27 +309,6 @@ def test_imagenet_c_and_a_with_a_1000_way_model(constant_1000_way,
 
 
 # ------------------------------------------------------------ ImageNet-P ---
-def _write_video(path, labels, seed):
-    rng = np.random.default_rng(seed)
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'mp4v'), 10,
-                             (32, 32))
-    for label in labels:
-        writer.write(make_image(label, rng))
-    writer.release()
-
-
-def _read_video(path):
-    cap = cv2.VideoCapture(path)
-    frames = []
-    ok, frame = cap.read()
-    while ok:
-        frames.append(frame)
-        ok, frame = cap.read()
-    cap.release()
-    return frames
-
-
 def test_imagenet_p_matches_the_models_frame_predictions(trained, tmp_path):
     root = str(tmp_path / 'imagenet-p')
     videos = {
@@ -354,9 +317,7 @@ def test_imagenet_p_matches_the_models_frame_predictions(trained, tmp_path):
         'gaussian_noise': [('class_0', [0, 0, 0, 1, 0, 0]),
                            ('class_2', [2, 2, 3, 3, 2, 2])],
     }
-    for p, clips in videos.items():
-        for i, (folder, labels) in enumerate(clips):
-            _write_video(osp.join(root, p, folder, f'{i}.mp4'), labels, i)
+    write_videos(root, videos)
     work = str(tmp_path / 'work')
     proc = run_tool([
         TOOL, DIGITS_CONFIG, trained['ckpt'], '--suite', 'imagenet-p',
@@ -369,35 +330,9 @@ def test_imagenet_p_matches_the_models_frame_predictions(trained, tmp_path):
         results = json.load(f)
 
     # the same model on the same decoded frames, scored by hand
-    model = _digits_model(4)
+    model = build_digits_model(4)
     load_checkpoint(model, trained['ckpt'], map_location='cpu')
-    expected_fp, expected_t5d = {}, {}
-    for p, clips in videos.items():
-        fps, t5ds = [], []
-        for i, (folder, _) in enumerate(clips):
-            frames = _read_video(osp.join(root, p, folder, f'{i}.mp4'))
-            data = model.data_preprocessor(
-                dict(inputs=[
-                    torch.from_numpy(f).permute(2, 0, 1) for f in frames
-                ]), False)
-            with torch.no_grad():
-                logits = model(data['inputs'], mode='tensor').numpy()
-            ranking = [list(np.argsort(-row, kind='stable')) for row in logits]
-            if p == 'gaussian_noise':  # every frame against frame 0
-                pairs = [(0, t) for t in range(1, len(frames))]
-            else:  # consecutive frames
-                pairs = [(t - 1, t) for t in range(1, len(frames))]
-            flips = [ranking[a][0] != ranking[b][0] for a, b in pairs]
-            fps.append(sum(flips) / len(pairs))
-            # 4 classes: top-k distance with k = 4, ranks beyond k -> k + 1
-            dists = []
-            for a, b in pairs:
-                dists.append(sum(
-                    abs(ranking[b].index(cls) + 1 - i)
-                    for i, cls in enumerate(ranking[a][:4], start=1)))
-            t5ds.append(sum(dists) / len(pairs))
-        expected_fp[p] = sum(fps) / len(fps)
-        expected_t5d[p] = sum(t5ds) / len(t5ds)
+    expected_fp, expected_t5d = hand_flip_rates(model, root, videos)
 
     got = {c['corruption']: c for c in results['cells']}
     for p in videos:
@@ -411,3 +346,101 @@ def test_imagenet_p_matches_the_models_frame_predictions(trained, tmp_path):
     assert s['mFR'] is None  # no baseline rates given
     assert any('mFR needs baseline' in n for n in s['notes'])
     assert cv2.imread(osp.join(work, 'flip_probability.png')) is not None
+
+
+# ------------------------------------------- corrupt: the applied severity ---
+# a real metric beside the config's Accuracy: it keeps the images the test
+# pipeline produced (uint8, C x H x W, BGR) and the predicted labels, one
+# pickle per evaluated cell, in evaluation order
+RECORD_METRIC = '''
+import os
+import pickle
+
+from mmengine.evaluator import BaseMetric
+from mmengine.registry import METRICS
+
+
+@METRICS.register_module()
+class RecordPipelineOutputs(BaseMetric):
+    default_prefix = 'record'
+
+    def __init__(self, out_dir, **kwargs):
+        super().__init__(**kwargs)
+        self.out_dir = out_dir
+
+    def process(self, data_batch, data_samples):
+        for img, sample, out in zip(data_batch['inputs'],
+                                    data_batch['data_samples'],
+                                    data_samples):
+            self.results.append((sample.img_path, img.numpy().copy(),
+                                 int(out['pred_label'])))
+
+    def compute_metrics(self, results):
+        index = len(os.listdir(self.out_dir))
+        with open(os.path.join(self.out_dir, f'{index:02d}.pkl'), 'wb') as f:
+            pickle.dump(results, f)
+        return {}
+'''
+
+
+def test_corrupt_cell_is_the_image_corrupted_at_its_severity(
+        trained, tmp_path):
+    """A sweep cell ``contrast/s`` evaluates the test images corrupted by
+    imagecorruptions at severity ``s`` (contrast is deterministic): the
+    images the pipeline produced equal the ones corrupted here, and the
+    cell's error equals the error of the same checkpoint on the images
+    corrupted here."""
+    from imagecorruptions import corrupt
+    records = tmp_path / 'records'
+    records.mkdir()
+    (tmp_path / 'record_pipeline_outputs.py').write_text(RECORD_METRIC)
+    config = tmp_path / 'digits_recorded.py'
+    config.write_text(
+        f"_base_ = [{DIGITS_CONFIG!r}]\n"
+        "custom_imports = dict(imports=['record_pipeline_outputs'], "
+        "allow_failed_imports=False)\n"
+        "test_evaluator = [dict(type='mmpretrain.Accuracy', topk=(1, )), "
+        f"dict(type='RecordPipelineOutputs', out_dir={str(records)!r})]\n")
+    work = str(tmp_path / 'work')
+    severities = (1, 2)
+    proc = run_tool([
+        TOOL, str(config), trained['ckpt'], '--suite', 'corrupt',
+        '--corruptions', 'contrast', '--severities',
+        *map(str, severities), '--allow-partial', '--work-dir', work,
+        '--cfg-options', *digits_options(trained['images'])
+    ], env=pythonpath_env(tmp_path))
+    _check_ok(proc)
+    with open(osp.join(work, 'results.json')) as f:
+        cells = {(c['corruption'], c['severity']): c
+                 for c in json.load(f)['cells']}
+    assert set(cells) == {('contrast', s) for s in severities}
+
+    model = build_digits_model(4)
+    load_checkpoint(model, trained['ckpt'], map_location='cpu')
+    recorded = sorted(os.listdir(records))
+    assert len(recorded) == len(severities)
+    for severity, name in zip(severities, recorded):
+        with open(records / name, 'rb') as f:
+            seen = pickle.load(f)
+        assert len(seen) == 32
+        expected, labels = [], []
+        for path, img, _ in seen:
+            bgr = cv2.imread(path)
+            rgb = corrupt(bgr[..., ::-1], corruption_name='contrast',
+                          severity=severity)
+            mine = np.clip(np.rint(rgb[..., ::-1]), 0, 255)
+            # what the pipeline produced (any rounding) is this severity's
+            # image, and far from the image of the mirrored severity
+            assert np.abs(img.transpose(1, 2, 0) - mine).max() <= 1, path
+            other = corrupt(bgr[..., ::-1], corruption_name='contrast',
+                            severity=6 - severity)[..., ::-1]
+            assert np.abs(mine - other).max() > 10
+            expected.append(torch.from_numpy(
+                mine.astype(np.uint8).transpose(2, 0, 1).copy()))
+            labels.append(int(osp.basename(osp.dirname(path))[-1]))
+        data = model.data_preprocessor(dict(inputs=expected), False)
+        with torch.no_grad():
+            preds = model(data['inputs'], mode='tensor').argmax(1).tolist()
+        assert preds == [pred for _, _, pred in seen]
+        error = sum(p != y for p, y in zip(preds, labels)) / len(labels)
+        assert cells[('contrast', severity)]['value'] == pytest.approx(error)

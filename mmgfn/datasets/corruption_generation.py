@@ -28,17 +28,50 @@ ImageNet-C's files are: smaller, but the re-encoding changes pixels (and
 ``jpeg_compression`` is then compressed twice).
 
 Resuming: each file is written to ``<name>.<pid>.part`` and renamed into
-place, which is atomic, so an existing output is complete and is skipped on
-the next run; ``*.part`` files are leftovers of an interrupted run.
+place. A rerun skips an output only if it passes a marker check: it starts
+with the signature of the format this run writes (PNG, or JPEG for
+``jpeg_quality``) and ends with that format's end marker (PNG's ``IEND``
+chunk, JPEG's ``FFD9``). A 0-byte or cut-short file (e.g. written by a copy
+that ran out of space) and a file of the other format are redone. The check
+reads 20 bytes per file, so resuming a full COCO-C (375,000 files) stays a
+matter of seconds to minutes; it does not decode the pixels, so a file of the
+right length whose middle bytes were damaged is not detected. At the start
+of a run, the ``*.part`` files left in the folders it writes by processes
+that no longer exist (an interrupted or killed run) are removed.
+
+Stopping: a failed write (no space left on the device, a read-only or
+unwritable folder) stops the run at once with one
+:class:`OutputWriteError` naming the file, instead of corrupting every
+remaining image only for its write to fail; the files already in place are
+complete, so the same command resumes once space is freed. An image that
+cannot be read or corrupted is a per-image failure instead (listed in the
+summary; the run goes on).
+
+Recipes: an :class:`OutputRecipe` replaces the loading and the encoding
+above with a fixed recipe (e.g. ImageNet-C's resize 256, center-crop 224
+and JPEG quality 85, :data:`mmgfn.datasets.imagenet_c.IMAGENET_C_RECIPE`),
+and its record is written at the root of the output; resuming, stopping and
+the workers are the same.
+
+Workers: each worker process watches the calling process and exits as soon
+as it is gone (``os.pidfd_open`` where available, otherwise a poll every 0.5
+s), so that killing the caller, even with SIGKILL, stops the work. Linux's
+``PR_SET_PDEATHSIG`` would not do: a worker's parent is the ``forkserver``
+process, which stays alive as long as its workers do.
 """
+import errno
 import json
 import multiprocessing
 import os
 import os.path as osp
+import re
+import select
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, Iterable, List, Optional, Sequence,
+                    Tuple)
 
 from mmgfn.utils.preflight import ConfigError
 from .transforms.corruption import (ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS,
@@ -48,6 +81,49 @@ from .transforms.corruption import (ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS,
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 #: ``color_type`` values of ``LoadImageFromFile`` that give 3 channels.
 COLOR_TYPES = ('color', 'color_ignore_orientation')
+#: First bytes and last bytes of a complete file of each output format.
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+PNG_END = b'\x00\x00\x00\x00IEND\xaeB`\x82'
+JPEG_SIGNATURE = b'\xff\xd8\xff'
+JPEG_END = b'\xff\xd9'
+#: ``<output name>.<pid>.part``: a file being written by process ``pid``.
+PART_PATTERN = re.compile(r'^.+\.(\d+)\.part$')
+
+
+class OutputWriteError(ConfigError):
+    """An output file could not be written (e.g. no space left on the
+    device); the run stops at the first such failure."""
+
+
+@dataclass(frozen=True)
+class OutputRecipe:
+    """A fixed way from a source file to an output file, in place of the
+    default loading (``color_type``) and encoding (lossless PNG, or JPEG
+    with ``jpeg_quality``) of :func:`generate_corrupted_images`.
+
+    The two functions run in the worker processes: they must be picklable
+    (module-level functions).
+
+    Attributes:
+        name (str): The recipe's name, for messages (e.g. ``'imagenet-c'``).
+        load (Callable[[str], np.ndarray]): Reads one source file into the
+            image to corrupt, ``H x W x 3`` uint8 BGR (the per-image
+            preprocessing, e.g. resize and crop, included).
+        encode (Callable[[np.ndarray], bytes]): The file's bytes for one
+            corrupted ``H x W x 3`` BGR image (uint8 values 0-255).
+        fmt (str): ``'png'`` or ``'jpeg'``: the format of every file
+            ``encode`` gives, checked on resuming.
+        record_file (str): Name of the JSON file written at the root of the
+            output before any image, holding ``record`` plus the run's
+            ``seed`` and ``source`` (absolute source folder).
+        record (dict): What the recipe does, as written to ``record_file``.
+    """
+    name: str
+    load: Callable[[str], Any]
+    encode: Callable[[Any], bytes]
+    fmt: str
+    record_file: str
+    record: Dict[str, object]
 
 
 @dataclass
@@ -56,7 +132,10 @@ class GenerationSummary:
 
     Attributes:
         written (int): Corrupted images written.
-        skipped (int): Outputs that already existed (resumed).
+        skipped (int): Complete outputs that already existed (resumed).
+        redone (int): Existing outputs that failed the marker check (empty,
+            cut short, or of the other format) and were written again.
+        removed_parts (int): Stale ``*.part`` files removed at the start.
         seconds (float): Wall time of the corrupting and writing, worker
             start-up included.
         workers (int): Worker processes used.
@@ -65,6 +144,8 @@ class GenerationSummary:
     """
     written: int = 0
     skipped: int = 0
+    redone: int = 0
+    removed_parts: int = 0
     seconds: float = 0.0
     workers: int = 1
     failures: List[str] = field(default_factory=list)
@@ -74,12 +155,18 @@ class GenerationSummary:
         """Written images per second of wall time."""
         return self.written / self.seconds if self.seconds > 0 else 0.0
 
-    def line(self) -> str:
-        """The one-line summary the tool prints."""
-        return (f'wrote {self.written} corrupted images ({self.skipped} '
-                f'already present, {len(self.failures)} failed) in '
-                f'{self.seconds:.1f} s: {self.images_per_second:.2f} '
-                f'images/s with {self.workers} worker(s)')
+    def line(self, what: str = 'corrupted images') -> str:
+        """The one-line summary the tool prints, ``what`` naming the
+        images written."""
+        redone = (f', {self.redone} redone as incomplete or of another '
+                  'format' if self.redone else '')
+        parts = (f', {self.removed_parts} stale .part files removed'
+                 if self.removed_parts else '')
+        return (f'wrote {self.written} {what} ({self.skipped} '
+                f'already present{redone}{parts}, {len(self.failures)} '
+                f'failed) in {self.seconds:.1f} s: '
+                f'{self.images_per_second:.2f} images/s with {self.workers} '
+                'worker(s)')
 
 
 def corrupted_image_path(out_dir: str, corruption: str, severity: int,
@@ -144,19 +231,23 @@ def _init_worker(src_dir: str,
                  seed_root: str,
                  color_type: str,
                  jpeg_quality: Optional[int],
-                 single_thread: bool = True) -> None:
-    """Store the run's settings; in a pool worker, keep OpenCV to one
-    thread so that the workers do not oversubscribe the cores."""
-    if single_thread:
+                 recipe: Optional[OutputRecipe] = None,
+                 parent_pid: Optional[int] = None) -> None:
+    """Store the run's settings. In a pool worker (``parent_pid`` given),
+    also keep OpenCV to one thread so that the workers do not oversubscribe
+    the cores, and exit when the process ``parent_pid`` is gone."""
+    if parent_pid is not None:
         import cv2
         cv2.setNumThreads(1)
+        exit_with_process(parent_pid)
     _WORKER.update(
         src_dir=src_dir,
         out_dir=out_dir,
         seed=seed,
         seed_root=seed_root,
         color_type=color_type,
-        jpeg_quality=jpeg_quality)
+        jpeg_quality=jpeg_quality,
+        recipe=recipe)
 
 
 def load_image(path: str, color_type: str = 'color'):
@@ -188,13 +279,137 @@ def encode_image(img, rel_path: str, jpeg_quality: Optional[int]) -> bytes:
     return buf.tobytes()
 
 
+def exit_with_process(pid: int, poll_seconds: float = 0.5) -> None:
+    """Exit this process (``os._exit(1)``) as soon as process ``pid`` ends.
+
+    A daemon thread waits on a pidfd of ``pid`` (Linux 5.3+), or polls
+    ``os.kill(pid, 0)`` every ``poll_seconds`` where pidfds are not
+    available. The exit comes once the thread gets the interpreter lock,
+    i.e. at the latest when the running C call (one corruption of one image)
+    returns.
+
+    Args:
+        pid (int): The process to outlive by no more than that.
+        poll_seconds (float): Polling period without pidfds. Defaults to
+            0.5.
+    """
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            os._exit(1)
+        except (AttributeError, OSError):
+            fd = None
+        if fd is not None:
+            select.select([fd], [], [])
+            os._exit(1)
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
+            time.sleep(poll_seconds)
+
+    threading.Thread(target=watch, name='exit-with-parent',
+                     daemon=True).start()
+
+
 def write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    """Write ``data`` to ``path`` through a temporary file and a rename.
+
+    Raises:
+        OSError: If the folder or the file cannot be written; the temporary
+            file is removed first.
+    """
     os.makedirs(osp.dirname(path), exist_ok=True)
     tmp = f'{path}.{os.getpid()}.part'
-    with open(tmp, 'wb') as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, 'wb') as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.lexists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def output_format(rel_path: str,
+                  jpeg_quality: Optional[int],
+                  recipe: Optional[OutputRecipe] = None) -> str:
+    """``'jpeg'`` if this run writes ``rel_path`` as JPEG, else ``'png'``
+    (the recipe's format where one is given)."""
+    if recipe is not None:
+        return recipe.fmt
+    is_jpeg = osp.splitext(rel_path)[1].lower() in ('.jpg', '.jpeg')
+    return 'jpeg' if jpeg_quality is not None and is_jpeg else 'png'
+
+
+def is_complete_output(path: str, fmt: str) -> bool:
+    """Whether ``path`` is a complete file of format ``fmt``.
+
+    Reads the first 8 and the last 12 bytes: the format's signature and its
+    end marker (PNG ``IEND`` chunk, JPEG ``EOI``) must both be there. A
+    0-byte, cut-short or other-format file fails; damage in the middle of a
+    file of the right length is not detected (that would need decoding).
+
+    Args:
+        path (str): An existing output file.
+        fmt (str): ``'png'`` or ``'jpeg'``.
+
+    Returns:
+        bool: True if the file passes.
+    """
+    head_want, tail_want = ((PNG_SIGNATURE, PNG_END) if fmt == 'png' else
+                            (JPEG_SIGNATURE, JPEG_END))
+    try:
+        with open(path, 'rb') as f:
+            size = f.seek(0, os.SEEK_END)
+            if size < len(head_want) + len(tail_want):
+                return False
+            f.seek(0)
+            head = f.read(len(head_want))
+            f.seek(-len(tail_want), os.SEEK_END)
+            tail = f.read(len(tail_want))
+    except OSError:
+        return False
+    return head == head_want and tail == tail_want
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_parts(out_dir: str, corruptions: Sequence[str],
+                       severities: Sequence[int]) -> int:
+    """Remove the ``*.<pid>.part`` files under ``<out_dir>/<corruption>/
+    <severity>/`` whose process no longer exists.
+
+    Files of a process that is still running (another run writing into the
+    same folder) are left alone.
+
+    Returns:
+        int: Files removed.
+    """
+    removed = 0
+    for corruption in corruptions:
+        for severity in severities:
+            folder = osp.join(out_dir, corruption, str(severity))
+            for root, _, files in os.walk(folder):
+                for name in files:
+                    m = PART_PATTERN.match(name)
+                    if m and not _pid_alive(int(m.group(1))):
+                        os.remove(osp.join(root, name))
+                        removed += 1
+    return removed
 
 
 def _corrupt_task(task: Tuple[str, str, Tuple[int, ...]]
@@ -206,24 +421,39 @@ def _corrupt_task(task: Tuple[str, str, Tuple[int, ...]]
     """
     rel, corruption, severities = task
     w = _WORKER
+    recipe = w['recipe']
     src = osp.join(w['src_dir'], rel)
     key_path = osp.join(w['seed_root'], rel)
     written, failures = 0, []
     try:
-        img = load_image(src, w['color_type'])
+        img = (recipe.load(src) if recipe is not None else load_image(
+            src, w['color_type']))
     except Exception as exc:  # noqa: BLE001 - reported per image
         return 0, [f'{src} ({corruption}): {exc}']
     for severity in severities:
         try:
             out = ImageCorruption(corruption, severity, w['seed']).transform(
                 dict(img=img, img_path=key_path))['img']
-            write_atomic(
-                corrupted_image_path(w['out_dir'], corruption, severity, rel),
-                encode_image(out, rel, w['jpeg_quality']))
-            written += 1
+            data = (recipe.encode(out) if recipe is not None else
+                    encode_image(out, rel, w['jpeg_quality']))
         except Exception as exc:  # noqa: BLE001 - reported per image
             failures.append(f'{src} ({corruption} {severity}): {exc}')
+            continue
+        path = corrupted_image_path(w['out_dir'], corruption, severity, rel)
+        try:
+            write_atomic(path, data)
+        except OSError as exc:
+            raise OutputWriteError(_write_error_message(path, exc)) from None
+        written += 1
     return written, failures
+
+
+def _write_error_message(path: str, exc: OSError) -> str:
+    code = errno.errorcode.get(exc.errno, str(exc.errno))
+    return (f'cannot write "{path}": {exc.strerror or exc} ({code}); '
+            'stopped at the first failed write (the files already written '
+            'are complete: free space or fix the folder, then rerun the same '
+            'command to resume)')
 
 
 def check_generation_args(corruptions: Sequence[str],
@@ -261,9 +491,11 @@ def generate_corrupted_images(
         seed_path_root: Optional[str] = None,
         color_type: str = 'color',
         jpeg_quality: Optional[int] = None,
-        progress: bool = True) -> GenerationSummary:
+        progress: bool = True,
+        recipe: Optional[OutputRecipe] = None) -> GenerationSummary:
     """Write ``<out_dir>/<corruption>/<severity>/<rel path>`` for every
-    image, corruption and severity that is not there yet.
+    image, corruption and severity that is not there yet (or fails the
+    marker check of :func:`is_complete_output`).
 
     Work is split into one task per (image, corruption), covering the
     missing severities (the image is decoded once per task), and spread over
@@ -300,6 +532,10 @@ def generate_corrupted_images(
             to None.
         progress (bool): Show a tqdm progress bar on stderr. Defaults to
             True.
+        recipe (OutputRecipe, optional): Load and encode every image by
+            this recipe instead (``color_type`` and ``jpeg_quality`` must
+            then keep their defaults), and write its record file at the
+            root of ``out_dir`` before any image. Defaults to None.
 
     Returns:
         GenerationSummary: Counts, time and per-image failures.
@@ -307,8 +543,12 @@ def generate_corrupted_images(
     Raises:
         FileNotFoundError: If ``src_dir`` or ``ann_file`` does not exist.
         ConfigError: For unknown corruptions, severities outside 1-5, fewer
-            than 1 worker, ``out_dir`` inside ``src_dir``, or images listed
-            in ``ann_file`` that do not exist.
+            than 1 worker, ``out_dir`` inside ``src_dir``, images listed in
+            ``ann_file`` that do not exist, or ``color_type``/
+            ``jpeg_quality`` set with a ``recipe``.
+        OutputWriteError: At the first output (recipe record included)
+            that cannot be written (e.g. no space left on the device); the
+            run stops there.
     """
     from tqdm import tqdm
     if not osp.isdir(src_dir):
@@ -317,42 +557,76 @@ def generate_corrupted_images(
         raise FileNotFoundError(f'--ann-file "{ann_file}" does not exist')
     check_generation_args(corruptions, severities, workers, color_type,
                           jpeg_quality)
+    if recipe is not None and (color_type != 'color'
+                               or jpeg_quality is not None):
+        raise ConfigError(f'the {recipe.name} recipe fixes the loading and '
+                          'the format; leave color_type and jpeg_quality '
+                          'unset')
     src_real, out_real = osp.realpath(src_dir), osp.realpath(out_dir)
     if ann_file is None and (out_real == src_real or out_real.startswith(
             src_real + os.sep)):
         raise ConfigError(f'output folder "{out_dir}" is inside the image '
                           f'folder "{src_dir}"; choose another one')
     rels = list_source_images(src_dir, ann_file)
+    if recipe is not None:
+        _write_record(out_dir, recipe, seed, src_dir)
 
     summary = GenerationSummary(workers=workers)
+    summary.removed_parts = remove_stale_parts(out_dir, corruptions,
+                                               severities)
     tasks = []
     for rel in rels:
+        fmt = output_format(rel, jpeg_quality, recipe)
         for corruption in corruptions:
-            todo = tuple(s for s in severities if not osp.isfile(
-                corrupted_image_path(out_dir, corruption, s, rel)))
-            summary.skipped += len(severities) - len(todo)
+            todo = []
+            for s in severities:
+                path = corrupted_image_path(out_dir, corruption, s, rel)
+                if not osp.isfile(path):
+                    todo.append(s)
+                elif is_complete_output(path, fmt):
+                    summary.skipped += 1
+                else:
+                    summary.redone += 1
+                    todo.append(s)
             if todo:
-                tasks.append((rel, corruption, todo))
+                tasks.append((rel, corruption, tuple(todo)))
     total = sum(len(t[2]) for t in tasks)
     init_args = (src_dir, out_dir, seed, seed_path_root or src_dir,
-                 color_type, jpeg_quality)
+                 color_type, jpeg_quality, recipe)
     start = time.perf_counter()
     with tqdm(total=total, unit='img', disable=not progress or not total,
               file=sys.stderr, dynamic_ncols=True) as bar:
         if workers == 1 or len(tasks) <= 1:
-            _init_worker(*init_args, single_thread=False)
+            _init_worker(*init_args)
             results = map(_corrupt_task, tasks)
             summary.workers = 1
             _collect(results, summary, bar)
         else:
             chunksize = max(1, min(8, len(tasks) // (workers * 16)))
-            with _worker_context().Pool(workers, _init_worker,
-                                        init_args) as pool:
-                _collect(
-                    pool.imap_unordered(_corrupt_task, tasks, chunksize),
-                    summary, bar)
+            try:
+                with _worker_context().Pool(workers, _init_worker,
+                                            (*init_args, os.getpid())) as pool:
+                    _collect(
+                        pool.imap_unordered(_corrupt_task, tasks, chunksize),
+                        summary, bar)
+            except OutputWriteError:
+                # the pool is terminated: drop what its workers left
+                remove_stale_parts(out_dir, corruptions, severities)
+                raise
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _write_record(out_dir: str, recipe: OutputRecipe, seed: int,
+                  src_dir: str) -> None:
+    """Write ``<out_dir>/<recipe.record_file>``: the recipe's record, the
+    seed and the absolute source folder (JSON, indent 2)."""
+    path = osp.join(out_dir, recipe.record_file)
+    record = dict(recipe.record, seed=seed, source=osp.abspath(src_dir))
+    try:
+        write_atomic(path, json.dumps(record, indent=2).encode('utf-8'))
+    except OSError as exc:
+        raise OutputWriteError(_write_error_message(path, exc)) from None
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:

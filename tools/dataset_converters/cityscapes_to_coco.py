@@ -13,6 +13,17 @@ mmdet's ``cityscapes_detection.py`` base config and mmgfn's
 the wheel) does, without needing ``cityscapesscripts``. Foggy Cityscapes
 needs no json of its own: the same json with images from
 ``leftImg8bit_foggy/`` (see ``mmgfn.FoggyCityscapesDataset``).
+
+Testing a detector needs only the validation split: with only
+``leftImg8bit/val`` and ``gtFine/val`` downloaded, run::
+
+    python tools/dataset_converters/cityscapes_to_coco.py data/cityscapes \
+        --splits val
+
+Image and annotation ids start at 1 (pycocotools reads a match to id 0 as
+no match). Nothing is written unless every split converts: an unreadable
+``*_gtFine_instanceIds.png`` is named in a one-line error and no json (of
+any split) is written or replaced.
 """
 import argparse
 import json
@@ -26,7 +37,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('data_root', help='the Cityscapes folder')
     parser.add_argument(
         '--out-dir', help='output folder (default: <data_root>/annotations)')
-    parser.add_argument('--splits', nargs='+', default=['train', 'val'])
+    parser.add_argument(
+        '--splits',
+        nargs='+',
+        default=['train', 'val'],
+        help='splits to convert (default: train val); "--splits val" is '
+        'enough to test a detector')
     parser.add_argument('--img-dir', default='leftImg8bit')
     parser.add_argument('--gt-dir', default='gtFine')
     parser.add_argument('--nproc', type=int, default=1)

@@ -6,7 +6,7 @@ Usage::
         [--out data/exdark/exdark_coco.json] [--img-dir images] \\
         [--ann-dir annotations] \\
         [--split-file data/exdark/imageclasslist.txt --split test] \\
-        [--skip-invalid]
+        [--skip-invalid] [--keep-empty] [--clip-boxes]
 
 The json's ``file_name`` entries (``<Class>/<img>``) are relative to
 ``<DATA_ROOT>/<img-dir>``. Boxes are ``[left, top, width, height]`` in the
@@ -14,13 +14,18 @@ pixels of the image as stored (no EXIF rotation); see
 :mod:`mmgfn.datasets.converters.exdark`. Bad annotations (unknown class, box
 outside the image, annotation without image, image without annotation) are
 all listed with file and line, and nothing is written, unless
-``--skip-invalid`` drops the images concerned (still listing them).
+``--skip-invalid`` drops the images concerned (still listing them). Files are
+decoded strictly as UTF-8 (a byte-order mark is allowed) and must start with
+``% bbGt version=3``. A file without objects (0 bytes or header only) is
+refused unless ``--keep-empty``; a box over the image border is refused
+unless ``--clip-boxes`` clips it (each clip listed on stderr).
 """
 import argparse
 import os.path as osp
 
 from mmgfn.datasets.converters import EXDARK_CLASSES, convert_exdark
-from mmgfn.datasets.converters.common import print_conversion_summary
+from mmgfn.datasets.converters.common import (add_annotation_options,
+                                              print_conversion_summary)
 from mmgfn.utils.cli import run_cli
 
 
@@ -38,11 +43,7 @@ def parse_args() -> argparse.Namespace:
         help="ExDark's imageclasslist.txt (5th column: 1 train, 2 val, "
         '3 test)')
     parser.add_argument('--split', choices=['train', 'val', 'test'])
-    parser.add_argument(
-        '--skip-invalid',
-        action='store_true',
-        help='drop images with bad annotations (listed on stderr) instead '
-        'of failing')
+    add_annotation_options(parser)
     args = parser.parse_args()
     if (args.split is None) != (args.split_file is None):
         parser.error('--split and --split-file go together')
@@ -55,7 +56,8 @@ def main() -> None:
         'exdark_coco.json'
     out = args.out or osp.join(args.data_root, name)
     coco = convert_exdark(args.data_root, out, args.img_dir, args.ann_dir,
-                          args.split_file, args.split, args.skip_invalid)
+                          args.split_file, args.split, args.skip_invalid,
+                          args.keep_empty, args.clip_boxes)
     print_conversion_summary(coco, EXDARK_CLASSES, out)
 
 if __name__ == '__main__':

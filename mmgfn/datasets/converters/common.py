@@ -3,6 +3,7 @@ the case of their names, reading image sizes the way the boxes were drawn,
 collecting every annotation problem before failing, and writing the COCO
 json that mmdet's ``CocoDataset`` and ``CocoMetric`` read.
 """
+import argparse
 import json
 import os
 import os.path as osp
@@ -19,7 +20,8 @@ class AnnotationError(ConfigError):
 
     The message lists every problem found, one per line, each starting with
     the annotation file (and line) it concerns, so that a user fixes them
-    all in one pass. Nothing is written when this is raised.
+    all in one pass; a single problem gives a one-line message. Nothing is
+    written when this is raised.
 
     Args:
         problems (Sequence[str]): One ``"<file>:<line>: <what>"`` per
@@ -34,9 +36,13 @@ class AnnotationError(ConfigError):
                  what: str,
                  skippable: bool = True) -> None:
         self.problems = list(problems)
-        lines = '\n  '.join(self.problems)
         hint = (' (pass --skip-invalid to drop the images concerned and '
                 'convert the rest)') if skippable else ''
+        if len(self.problems) == 1:
+            super().__init__(f'1 problem in the {what}, nothing was '
+                             f'written{hint}: {self.problems[0]}')
+            return
+        lines = '\n  '.join(self.problems)
         super().__init__(f'{len(self.problems)} problem(s) in the {what}; '
                          f'nothing was written{hint}:\n  {lines}')
 
@@ -114,9 +120,14 @@ def write_coco_json(coco: dict, out_file: str) -> None:
     out_dir = osp.dirname(osp.abspath(out_file))
     os.makedirs(out_dir, exist_ok=True)
     tmp = f'{out_file}.{os.getpid()}.part'
-    with open(tmp, 'w') as f:
-        json.dump(coco, f)
-    os.replace(tmp, out_file)
+    try:
+        with open(tmp, 'w') as f:
+            json.dump(coco, f)
+        os.replace(tmp, out_file)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def make_coco(images: List[dict], annotations: List[dict],
@@ -177,14 +188,38 @@ def fail_or_report(problems: List[str], what: str,
     return problems
 
 
+def add_annotation_options(parser: argparse.ArgumentParser) -> None:
+    """Add what a converter tool does with bad annotations to its
+    ``argparse.ArgumentParser``: ``--skip-invalid``, ``--keep-empty`` and
+    ``--clip-boxes`` (all off: bad annotations are refused, see
+    :class:`AnnotationError`)."""
+    parser.add_argument(
+        '--skip-invalid',
+        action='store_true',
+        help='drop images with bad annotations (listed on stderr) instead '
+        'of failing')
+    parser.add_argument(
+        '--keep-empty',
+        action='store_true',
+        help='keep images whose annotation has no object (refused by '
+        'default: every detection on such an image is a false positive)')
+    parser.add_argument(
+        '--clip-boxes',
+        action='store_true',
+        help='clip boxes that reach over the image border (each clip is '
+        'listed on stderr) instead of refusing them')
+
+
 def print_conversion_summary(coco: dict, classes: Sequence[str],
                              out_file: str) -> None:
-    """What a converter tool prints: each skipped problem (stderr), then the
-    image, object and per-class counts it wrote."""
+    """What a converter tool prints: each skipped problem and each clipped
+    box (stderr), then the image, object and per-class counts it wrote."""
     import sys
     from collections import Counter
     for problem in coco['problems']:
         print(f'skipped: {problem}', file=sys.stderr)
+    for clip in coco.get('clipped', []):
+        print(f'clipped: {clip}', file=sys.stderr)
     counts = Counter(a['category_id'] for a in coco['annotations'])
     per_class = ', '.join(f'{name} {counts[i + 1]}'
                           for i, name in enumerate(classes))

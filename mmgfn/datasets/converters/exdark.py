@@ -16,6 +16,14 @@ extensions are mixed and the extension inside the annotation file name may
 differ in case from the image's; folder names may differ in case between
 ``images/`` and ``annotations/``.
 
+Files are read as UTF-8 (a byte-order mark is allowed) and decoded
+strictly: a byte that is not UTF-8 is a problem named by file and offset,
+never replaced. The first line must be the header ``% bbGt version=3``
+(whitespace aside); later lines starting with ``%`` are comments. A file with
+no object line (0 bytes, or the header only) is refused unless
+``keep_empty``: an image without ground truth makes every detection on it a
+false positive.
+
 Box convention: ``left top width height`` are taken as the COCO box
 ``[left, top, width, height]`` in pixels of the image *as stored*: ExDark's
 boxes ignore EXIF orientation, so sizes are read without applying it, and
@@ -38,6 +46,8 @@ from .common import (class_lookup, fail_or_report, image_size, index_images,
 #: ExDark's classes in the order of the written category ids (1..12).
 EXDARK_CLASSES = ('Bicycle', 'Boat', 'Bottle', 'Bus', 'Car', 'Cat', 'Chair',
                   'Cup', 'Dog', 'Motorbike', 'People', 'Table')
+#: The first line of every bbGt annotation file (whitespace normalised).
+BBGT_HEADER = '% bbGt version=3'
 #: The 5th column of ``imageclasslist.txt``.
 EXDARK_SPLITS = {'train': '1', 'val': '2', 'test': '3'}
 
@@ -65,7 +75,7 @@ def read_split_file(path: str, split: str) -> Set[str]:
     if not osp.isfile(path):
         raise FileNotFoundError(f'ExDark split file "{path}" does not exist')
     names = set()
-    with open(path) as f:
+    with open(path, encoding='utf-8-sig') as f:
         for lineno, line in enumerate(f, 1):
             fields = line.split()
             if not fields:
@@ -81,13 +91,54 @@ def read_split_file(path: str, split: str) -> Set[str]:
     return names
 
 
-def _parse_annotation(ann_file: str, width: int, height: int,
-                      lookup: Dict[str, int]) -> Tuple[List[dict], List[str]]:
-    """Objects and problems of one bbGt file."""
-    anns, problems = [], []
-    with open(ann_file, encoding='utf-8', errors='replace') as f:
-        lines = f.read().splitlines()
-    for lineno, line in enumerate(lines, 1):
+def read_bbgt_lines(ann_file: str) -> List[str]:
+    """The lines of a bbGt file, decoded strictly as UTF-8.
+
+    Args:
+        ann_file (str): The annotation file.
+
+    Returns:
+        List[str]: Its lines (a leading byte-order mark removed).
+
+    Raises:
+        ValueError: ``"<file>: not UTF-8 text (byte 0x.. at offset N)"``.
+    """
+    with open(ann_file, 'rb') as f:
+        data = f.read()
+    try:
+        text = data.decode('utf-8-sig')
+    except UnicodeDecodeError as exc:
+        # the error counts from after a byte-order mark; report file offsets
+        offset = exc.start + len(data) - len(exc.object)
+        raise ValueError(f'{ann_file}: not UTF-8 text (byte '
+                         f'0x{data[offset]:02x} at offset {offset})')
+    return text.splitlines()
+
+
+def _parse_annotation(
+        ann_file: str,
+        width: int,
+        height: int,
+        lookup: Dict[str, int],
+        keep_empty: bool = False,
+        clip_boxes: bool = False) -> Tuple[List[dict], List[str], List[str]]:
+    """Objects, problems and clip messages of one bbGt file."""
+    anns, problems, clipped = [], [], []
+    try:
+        lines = read_bbgt_lines(ann_file)
+    except ValueError as exc:
+        return [], [str(exc)], []
+    if not any(line.strip() for line in lines):
+        if keep_empty:
+            return [], [], []
+        return [], [f'{ann_file}: empty file (no header, no object); an '
+                    'image without ground truth makes every detection on it '
+                    'a false positive (pass --keep-empty to keep it)'], []
+    header = ' '.join(lines[0].split())
+    if header != BBGT_HEADER:
+        return [], [f'{ann_file}:1: expected the header "{BBGT_HEADER}", '
+                    f'got "{lines[0].strip()[:80]}"'], []
+    for lineno, line in enumerate(lines[1:], 2):
         fields = line.split()
         if not fields or fields[0].startswith('%'):
             continue
@@ -107,14 +158,33 @@ def _parse_annotation(ann_file: str, width: int, height: int,
             continue
         if not (w > 0 and h > 0 and left >= 0 and top >= 0
                 and left + w <= width and top + h <= height):
-            problems.append(
-                f'{where}: box (left, top, width, height) = ({fields[1]}, '
-                f'{fields[2]}, {fields[3]}, {fields[4]}) is empty or outside '
-                f'the {width}x{height} image')
-            continue
+            x1, y1 = max(left, 0.0), max(top, 0.0)
+            x2, y2 = min(left + w, width), min(top + h, height)
+            clippable = w > 0 and h > 0 and x1 < x2 and y1 < y2
+            box = (f'{where}: box (left, top, width, height) = ({fields[1]}, '
+                   f'{fields[2]}, {fields[3]}, {fields[4]})')
+            if not (clip_boxes and clippable):
+                hint = ('; pass --clip-boxes to clip it to the image'
+                        if clippable else '')
+                problems.append(f'{box} is empty or outside the '
+                                f'{width}x{height} image{hint}')
+                continue
+            left, top, w, h = x1, y1, x2 - x1, y2 - y1
+            inside = ', '.join(_fmt(v) for v in (left, top, w, h))
+            clipped.append(f'{box} clipped to ({inside}) inside the '
+                           f'{width}x{height} image')
         anns.append(
             dict(category_id=label + 1, bbox=[left, top, w, h], iscrowd=0))
-    return anns, problems
+    if not anns and not problems and not keep_empty:
+        problems.append(f'{ann_file}: no object, only the header; an image '
+                        'without ground truth makes every detection on it a '
+                        'false positive (pass --keep-empty to keep it)')
+    return anns, problems, clipped
+
+
+def _fmt(v: float) -> str:
+    """``12`` for 12.0, ``12.5`` for 12.5."""
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
 
 
 def _as_number(v: float):
@@ -128,7 +198,9 @@ def convert_exdark(data_root: str,
                    ann_dir: str = 'annotations',
                    split_file: Optional[str] = None,
                    split: Optional[str] = None,
-                   skip_invalid: bool = False) -> dict:
+                   skip_invalid: bool = False,
+                   keep_empty: bool = False,
+                   clip_boxes: bool = False) -> dict:
     """Convert ExDark's bbGt annotations to one COCO json.
 
     Every annotation file must have its image and every image (of the
@@ -153,18 +225,28 @@ def convert_exdark(data_root: str,
             whole image is dropped rather than one bad box, so that a correct
             detection of that object never counts as a false positive.
             Defaults to False.
+        keep_empty (bool): Keep images whose annotation file has no object
+            (0 bytes, or the header only) as images without ground truth
+            instead of refusing them. Defaults to False.
+        clip_boxes (bool): Clip a box that reaches outside the image but
+            overlaps it to the image border (each clip is listed, see
+            Returns) instead of refusing it. Boxes that are empty or lie
+            wholly outside are refused either way. Defaults to False.
 
     Returns:
         dict: The COCO dict; its ``'problems'`` key lists what was dropped
-        with ``skip_invalid`` (not written to the json).
+        with ``skip_invalid`` and its ``'clipped'`` key every box clipped
+        with ``clip_boxes`` (``"<file>:<line>: box ... clipped to ..."``);
+        neither key is written to the json.
 
     Raises:
         FileNotFoundError: If a folder or the split file is missing.
         ConfigError: If only one of ``split_file`` and ``split`` is given,
             or the split file is malformed.
         AnnotationError: Every unknown class name, malformed line,
-            empty or out-of-image box (file and line), annotation without
-            image and image without annotation (unless ``skip_invalid``).
+            missing header, undecodable byte, empty or out-of-image box
+            (file and line), file without objects, annotation without image
+            and image without annotation (unless ``skip_invalid``).
     """
     img_path = osp.join(data_root, img_dir)
     ann_path = osp.join(data_root, ann_dir)
@@ -224,17 +306,19 @@ def convert_exdark(data_root: str,
     lookup = class_lookup(EXDARK_CLASSES)
     images: List[dict] = []
     annotations: List[dict] = []
+    clipped: List[str] = []
     for rel in sorted(ann_of, key=str.lower):
         try:
             width, height = image_size(osp.join(img_path, rel))
         except ValueError as exc:
             problems.append(f'{ann_of[rel]}:1: {exc}')
             continue
-        anns, ann_problems = _parse_annotation(ann_of[rel], width, height,
-                                               lookup)
+        anns, ann_problems, ann_clips = _parse_annotation(
+            ann_of[rel], width, height, lookup, keep_empty, clip_boxes)
         problems += ann_problems
         if ann_problems:
             continue  # dropped; without skip_invalid the problems raise below
+        clipped += ann_clips
         for ann in anns:
             ann['image_index'] = len(images)
             ann['bbox'] = [_as_number(v) for v in ann['bbox']]
@@ -247,4 +331,5 @@ def convert_exdark(data_root: str,
     if out_file is not None:
         write_coco_json(coco, out_file)
     coco['problems'] = problems
+    coco['clipped'] = clipped
     return coco

@@ -21,6 +21,20 @@ on this json therefore sees the same boxes as on the XML files through
 ``<difficult>1</difficult>`` objects are written with ``iscrowd=1``, which
 ``CocoDataset`` loads as ``ignore_flag=1`` and COCO evaluation ignores, as
 mmdet's VOC loader and metric ignore difficult objects.
+
+What is refused (each problem named by file, nothing written, unless
+``skip_invalid`` drops the images concerned):
+
+* image size: taken from the image file as stored, never from the XML's
+  ``<size>`` (which can be wrong); a file with an image extension that is not
+  a readable image is refused;
+* two XML files for one image (e.g. ``a.xml`` and ``A.XML`` on a
+  case-sensitive file system): both are named, the image is not converted;
+* an XML file without ``<object>``: an image without ground truth turns
+  every detection on it into a false positive; ``keep_empty`` keeps such
+  images;
+* a box that is empty or reaches outside the image; ``clip_boxes`` clips a
+  box that overlaps the image to its border instead, and records each clip.
 """
 import os
 import os.path as osp
@@ -137,12 +151,19 @@ def _find_image(stem: str, filename: Optional[str],
                   'set <filename> to the right one')
 
 
-def _parse_object(obj: _Node, xml_path: str, width: int, height: int,
-                  lookup: Dict[str, int]) -> Tuple[Optional[dict], List[str]]:
-    """One ``<object>`` -> ``(annotation dict or None, problems)``."""
+def _parse_object(
+        obj: _Node,
+        xml_path: str,
+        width: int,
+        height: int,
+        lookup: Dict[str, int],
+        clip_boxes: bool = False
+) -> Tuple[Optional[dict], List[str], Optional[str]]:
+    """One ``<object>`` -> ``(annotation dict or None, problems, clip
+    message or None)``."""
     name_node = obj.find('name')
     if name_node is None or not name_node.text.strip():
-        return None, [f'{xml_path}:{obj.line}: <object> without <name>']
+        return None, [f'{xml_path}:{obj.line}: <object> without <name>'], None
     raw_name = name_node.text.strip()
     label = lookup.get(normalise_class_name(raw_name))
     problems = []
@@ -162,35 +183,51 @@ def _parse_object(obj: _Node, xml_path: str, width: int, height: int,
                 problems.append(f'{xml_path}:{box.line}: <bndbox> has no '
                                 f'numeric <{key}>')
                 break
+    clipped = None
     if len(coords) == 4:
         xmin, ymin, xmax, ymax = coords
         if not (1 <= xmin < xmax <= width and 1 <= ymin < ymax <= height):
-            problems.append(
-                f'{xml_path}:{box.line}: box (xmin, ymin, xmax, ymax) = '
-                f'({xmin}, {ymin}, {xmax}, {ymax}) is empty or outside the '
-                f'{width}x{height} image (1-based corners must satisfy '
-                f'1 <= xmin < xmax <= {width}, 1 <= ymin < ymax <= {height})')
+            inside = (max(xmin, 1), max(ymin, 1), min(xmax, width),
+                      min(ymax, height))
+            clippable = (xmin < xmax and ymin < ymax
+                         and inside[0] < inside[2] and inside[1] < inside[3])
+            where = (f'{xml_path}:{box.line}: box (xmin, ymin, xmax, ymax) = '
+                     f'({xmin}, {ymin}, {xmax}, {ymax})')
+            if clip_boxes and clippable:
+                coords = list(inside)
+                corners = ', '.join(map(str, inside))
+                clipped = (f'{where} clipped to ({corners}) inside the '
+                           f'{width}x{height} image')
+            else:
+                hint = ('; pass --clip-boxes to clip it to the image'
+                        if clippable else '')
+                problems.append(
+                    f'{where} is empty or outside the {width}x{height} image '
+                    f'(1-based corners must satisfy 1 <= xmin < xmax <= '
+                    f'{width}, 1 <= ymin < ymax <= {height}){hint}')
     if problems:
-        return None, problems
+        return None, problems, None
     difficult = _positive_int(obj.findtext('difficult'))
     xmin, ymin, xmax, ymax = coords
     return dict(
         category_id=label + 1,
         bbox=[xmin - 1, ymin - 1, xmax - xmin, ymax - ymin],
-        iscrowd=1 if difficult else 0), []
+        iscrowd=1 if difficult else 0), [], clipped
 
 
 def convert_rtts(data_root: str,
                  out_file: Optional[str] = None,
                  ann_dir: str = 'Annotations',
                  img_dir: str = 'JPEGImages',
-                 skip_invalid: bool = False) -> dict:
+                 skip_invalid: bool = False,
+                 keep_empty: bool = False,
+                 clip_boxes: bool = False) -> dict:
     """Convert RTTS's VOC XML annotations to one COCO json.
 
     Class names are matched ignoring case, surrounding whitespace and
-    ``_``/``-`` (``" Motorbike"`` is ``motorbike``). The image size is taken
-    from ``<size>``; where that is missing or zero, from the image file as
-    stored (EXIF orientation ignored).
+    ``_``/``-`` (``" Motorbike"`` is ``motorbike``). The image size is read
+    from the image file as stored (EXIF orientation ignored); the XML's
+    ``<size>`` is not used.
 
     Args:
         data_root (str): The RTTS folder.
@@ -206,16 +243,26 @@ def convert_rtts(data_root: str,
             whole image is dropped rather than one bad box, so that a correct
             detection of that object never counts as a false positive.
             Defaults to False.
+        keep_empty (bool): Keep images whose XML has no ``<object>`` (as
+            images without ground truth) instead of refusing them. Defaults
+            to False.
+        clip_boxes (bool): Clip a box that reaches outside the image but
+            overlaps it to the image border (each clip is listed, see
+            Returns) instead of refusing it. Boxes that are empty or lie
+            wholly outside are refused either way. Defaults to False.
 
     Returns:
         dict: The COCO dict; its ``'problems'`` key lists what was dropped
-        with ``skip_invalid`` (not written to the json).
+        with ``skip_invalid`` and its ``'clipped'`` key every box clipped
+        with ``clip_boxes`` (``"<xml>:<line>: box ... clipped to ..."``);
+        neither key is written to the json.
 
     Raises:
         FileNotFoundError: If a folder is missing or holds no XML file.
         AnnotationError: Every unknown class name, empty or out-of-image box,
-            malformed XML file, annotation without image and image without
-            annotation, each with its file (and line) (unless
+            malformed XML file, XML without objects, unreadable image, image
+            with several XML files, annotation without image and image
+            without annotation, each with its file (and line) (unless
             ``skip_invalid``).
     """
     ann_path = osp.join(data_root, ann_dir)
@@ -233,9 +280,9 @@ def convert_rtts(data_root: str,
         by_stem.setdefault(osp.splitext(key)[0], []).extend(rels)
     lookup = class_lookup(RTTS_CLASSES)
 
-    images: List[dict] = []
-    annotations: List[dict] = []
     problems: List[str] = []
+    parsed: List[Tuple[str, _Node, str]] = []  # (xml path, root, image)
+    xml_of: Dict[str, List[str]] = {}  # image -> the XML files naming it
     matched = set()  # images that some XML file names
     for xml_name in xml_files:
         xml_path = osp.join(ann_path, xml_name)
@@ -252,27 +299,47 @@ def convert_rtts(data_root: str,
             problems.append(f'{xml_path}:1: {why}')
             continue
         matched.add(rel)
-        size = root.find('size')
-        width = height = 0
-        if size is not None:
-            width = _positive_int(size.findtext('width'))
-            height = _positive_int(size.findtext('height'))
-        if not (width and height):
-            try:
-                width, height = image_size(osp.join(img_path, rel))
-            except ValueError as exc:
-                problems.append(f'{xml_path}:1: {exc}')
-                continue
-        anns, image_problems = [], []
-        for obj in root.findall('object'):
-            ann, obj_problems = _parse_object(obj, xml_path, width, height,
-                                              lookup)
+        xml_of.setdefault(rel, []).append(xml_path)
+        parsed.append((xml_path, root, rel))
+
+    images: List[dict] = []
+    annotations: List[dict] = []
+    clipped: List[str] = []
+    for xml_path, root, rel in parsed:
+        owners = xml_of[rel]
+        if len(owners) > 1:
+            if xml_path == owners[0]:
+                problems.append(
+                    f'{osp.join(img_path, rel)}: annotated by '
+                    f'{len(owners)} XML files ({", ".join(owners)}); keep '
+                    'the right one')
+            continue
+        try:
+            width, height = image_size(osp.join(img_path, rel))
+        except ValueError as exc:
+            problems.append(f'{xml_path}:1: {exc}')
+            continue
+        objects = root.findall('object')
+        if not objects and not keep_empty:
+            problems.append(
+                f'{xml_path}:1: no <object>: an image without ground truth '
+                'makes every detection on it a false positive (pass '
+                '--keep-empty to keep it)')
+            continue
+        anns, image_problems, image_clips = [], [], []
+        for obj in objects:
+            ann, obj_problems, clip = _parse_object(obj, xml_path, width,
+                                                    height, lookup,
+                                                    clip_boxes)
             image_problems += obj_problems
+            if clip is not None:
+                image_clips.append(clip)
             if ann is not None:
                 anns.append(ann)
         problems += image_problems
         if image_problems:
             continue  # dropped; without skip_invalid the problems raise below
+        clipped += image_clips
         for ann in anns:
             ann['image_index'] = len(images)
         annotations += anns
@@ -289,4 +356,5 @@ def convert_rtts(data_root: str,
     if out_file is not None:
         write_coco_json(coco, out_file)
     coco['problems'] = problems
+    coco['clipped'] = clipped
     return coco

@@ -46,9 +46,17 @@ ImageNet-P (same paper; ``hendrycks/robustness`` ``ImageNet-P/test.py``):
   the paper's double sum). ``T5D`` averages ``d`` like FP. With fewer than
   5 classes, k = number of classes replaces 5 (and 6 becomes k + 1).
 * ``FR_p = FP_p / FP_base_p``, ``mFR = mean_p FR_p`` over the 10 benchmark
-  perturbations; likewise ``mT5D`` from T5D. AlexNet's rates are not in
-  any public code we found, so normalisation needs user-supplied baseline
-  rates; raw FP and T5D are always reported.
+  perturbations; likewise ``mT5D`` from T5D. Raw FP and T5D are always
+  reported; a baseline rate of 0 leaves its ratio (and mFR) undefined but
+  keeps the raw means. Baselines: a second model's rates, or AlexNet's
+  flip probabilities :data:`ALEXNET_FLIP_PROBABILITIES`, a table published
+  in clovaai/assembled-cnn (opt-in: the reference ImageNet-P code does not
+  ship it, and no AlexNet top-5 distances are published, so no mT5D).
+* Difficulty ``d`` (Hendrycks' ``--difficulty``): the noise perturbations
+  read the folders ``<p>_<d>`` (d >= 2) and compare with frame 0; the
+  others read ``<p>`` with stride ``step = d``.
+  :func:`imagenet_p_perturbations` gives the 10 folders of a difficulty and
+  :func:`imagenet_p_difficulty` the difficulty of a folder.
 
 COCO-C (Michaelis et al., 2019; mmdet's robustness benchmark):
 
@@ -104,9 +112,35 @@ IMAGENET_P_PERTURBATIONS: Tuple[str, ...] = (
 IMAGENET_P_HOLDOUT: Tuple[str, ...] = ('speckle_noise', 'gaussian_blur',
                                        'spatter', 'shear')
 
+#: AlexNet's ImageNet-P flip probability per perturbation at difficulty 1
+#: (the 10 benchmark and 4 held-out perturbations), as published in
+#: clovaai/assembled-cnn, ``mce/eval_robustness.py`` (``ALEXNET_FP``, commit
+#: 45bb83bca16c0f3607135c8973a125b53b0f5626). That repository declares the
+#: table but does not use it (its ``fr`` mode is "not yet supported") and
+#: names no source for it; Hendrycks' ImageNet-P code ships none. Opt-in
+#: only: pass ``baseline_fp='alexnet'``.
+ALEXNET_FLIP_PROBABILITIES: Dict[str, float] = {
+    'gaussian_noise': 0.23653,
+    'shot_noise': 0.30062,
+    'motion_blur': 0.09297,
+    'zoom_blur': 0.05942,
+    'spatter': 0.05053,
+    'brightness': 0.04889,
+    'translate': 0.11007,
+    'rotate': 0.13104,
+    'tilt': 0.07050,
+    'scale': 0.23531,
+    'speckle_noise': 0.18649,
+    'gaussian_blur': 0.02775,
+    'snow': 0.11928,
+    'shear': 0.10658,
+}
+
 __all__ = [
     'ALEXNET_ERRORS', 'BENCHMARK_CORRUPTIONS', 'HOLDOUT_CORRUPTIONS',
     'SEVERITIES', 'IMAGENET_P_PERTURBATIONS', 'IMAGENET_P_HOLDOUT',
+    'ALEXNET_FLIP_PROBABILITIES', 'imagenet_p_perturbations',
+    'imagenet_p_difficulty',
     'IncompleteResultsError', 'summarize_corruption_errors',
     'summarize_detection_robustness', 'is_noise_perturbation',
     'compared_frame_pairs', 'topk_classes', 'flip_probability',
@@ -418,6 +452,52 @@ def is_noise_perturbation(name: str) -> bool:
     return 'noise' in name
 
 
+def imagenet_p_perturbations(difficulty: int = 1,
+                             holdout: bool = False) -> List[str]:
+    """The perturbation folders of one ImageNet-P difficulty.
+
+    Args:
+        difficulty (int): 1 (the benchmark), 2 or 3 (Hendrycks'
+            ``--difficulty``). Defaults to 1.
+        holdout (bool): The 4 held-out perturbations instead of the 10
+            benchmark ones. Defaults to False.
+
+    Returns:
+        list[str]: Folder names: ``<p>_<d>`` for the noise perturbations at
+        ``d >= 2``, ``<p>`` otherwise (read at stride ``d``).
+
+    Raises:
+        ValueError: For a difficulty outside 1-3.
+    """
+    if difficulty not in (1, 2, 3):
+        raise ValueError(f'ImageNet-P difficulty must be 1, 2 or 3, got '
+                         f'{difficulty!r}')
+    names = IMAGENET_P_HOLDOUT if holdout else IMAGENET_P_PERTURBATIONS
+    return [
+        f'{p}_{difficulty}'
+        if is_noise_perturbation(p) and difficulty > 1 else p for p in names
+    ]
+
+
+def imagenet_p_difficulty(folder: str, step: int = 1) -> Tuple[str, int]:
+    """The perturbation and difficulty of an ImageNet-P folder.
+
+    Args:
+        folder (str): Folder name, e.g. ``'gaussian_noise_2'`` or
+            ``'translate'``.
+        step (int): The stride a non-noise folder is read at. Defaults to 1.
+
+    Returns:
+        tuple[str, int]: ``('gaussian_noise', 2)`` for
+        ``'gaussian_noise_2'``; ``('translate', step)`` for ``'translate'``
+        (a noise folder without suffix is difficulty 1).
+    """
+    base, _, suffix = folder.rpartition('_')
+    if is_noise_perturbation(folder) and suffix.isdigit() and base:
+        return base, int(suffix)
+    return folder, 1 if is_noise_perturbation(folder) else int(step)
+
+
 def compared_frame_pairs(num_frames: int, noise: bool,
                          step: int = 1) -> List[Tuple[int, int]]:
     """The ``(a, b)`` frame pairs compared in one sequence.
@@ -559,15 +639,14 @@ def mean_flip_rate(fp: Mapping[str, float],
         float: mFR (1.0 = as stable as the baseline).
 
     Raises:
-        ValueError: Without baseline rates (none are public for AlexNet),
-            for a perturbation missing from either mapping, or a zero
-            baseline rate.
+        ValueError: Without baseline rates, for a perturbation missing from
+            either mapping, or a zero baseline rate.
     """
     if baseline_fp is None:
         raise ValueError(
-            'mFR normalises flip probabilities by a baseline\'s; no public '
-            'code ships AlexNet\'s ImageNet-P rates, so supply baseline '
-            'rates (or a baseline model) or report the raw FP')
+            'mFR normalises flip probabilities by a baseline\'s: supply '
+            'baseline rates (a baseline model\'s, or AlexNet\'s '
+            'ALEXNET_FLIP_PROBABILITIES) or report the raw FP')
     return _mean_ratio(fp, baseline_fp, perturbations, 'flip probability')
 
 
@@ -591,38 +670,67 @@ def _mean_ratio(values: Mapping[str, float], baseline: Mapping[str, float],
     return float(np.mean(ratios))
 
 
+def _ratios(values: Mapping[str, float], baseline: Mapping[str, float],
+            covered: Sequence[str], what: str,
+            notes: List[str]) -> Tuple[Dict[str, Optional[float]],
+                                       Optional[float]]:
+    """Per-perturbation ratios and their mean; a zero baseline rate gives
+    None for its ratio and for the mean (with a note), never an error."""
+    ratios: Dict[str, Optional[float]] = {}
+    for p in covered:
+        if p not in baseline:
+            raise ValueError(f'no {what} of the baseline for "{p}"')
+        base = _check_value((p, '-'), baseline[p], f'baseline {what}',
+                            upper=math.inf)
+        ratios[p] = values[p] / base if base > 0 else None
+    zero = [p for p, r in ratios.items() if r is None]
+    if zero:
+        notes.append(f'the baseline\'s {what} is 0 on {", ".join(zero)}: '
+                     'the ratio is undefined there, so its mean is not '
+                     'reported (the raw means are)')
+        return ratios, None
+    return ratios, float(np.mean(list(ratios.values())))
+
+
 def summarize_flip_rates(
         fp: Mapping[str, float],
         t5d: Optional[Mapping[str, float]] = None,
-        baseline_fp: Optional[Mapping[str, float]] = None,
+        baseline_fp: Union[str, Mapping[str, float], None] = None,
         baseline_t5d: Optional[Mapping[str, float]] = None,
         perturbations: Sequence[str] = IMAGENET_P_PERTURBATIONS,
         allow_partial: bool = False) -> dict:
     """ImageNet-P summary: raw FP / T5D and, with baselines, mFR / mT5D.
 
     Args:
-        fp (Mapping[str, float]): FP per perturbation.
-        t5d (Mapping[str, float], optional): T5D per perturbation.
+        fp (Mapping[str, float]): FP in [0, 1] per perturbation folder.
+        t5d (Mapping[str, float], optional): T5D per perturbation folder.
             Defaults to None.
-        baseline_fp (Mapping[str, float], optional): Baseline FP per
-            perturbation; enables ``FR`` and ``mFR``. Defaults to None.
+        baseline_fp (str | Mapping[str, float], optional): Baseline FP per
+            perturbation, or ``'alexnet'`` for
+            :data:`ALEXNET_FLIP_PROBABILITIES` (difficulty 1); enables
+            ``FR`` and ``mFR``. Defaults to None.
         baseline_t5d (Mapping[str, float], optional): Baseline T5D;
             enables ``T5D_ratio`` and ``mT5D``. Defaults to None.
-        perturbations (Sequence[str]): Perturbations averaged. Defaults to
-            the 10 :data:`IMAGENET_P_PERTURBATIONS`.
+        perturbations (Sequence[str]): Perturbation folders averaged.
+            Defaults to the 10 :data:`IMAGENET_P_PERTURBATIONS` (difficulty
+            1; :func:`imagenet_p_perturbations` gives those of another
+            difficulty). Folders of ``fp`` outside it are not averaged.
         allow_partial (bool): Summarise the covered perturbations when some
             are missing (``partial: True``). Defaults to False.
 
     Returns:
         dict: Keys ``perturbations`` (averaged), ``num_perturbations``,
         ``partial``, ``missing``, ``FP``, ``mean_FP``, ``T5D``,
-        ``mean_T5D``, ``FR``, ``mFR``, ``T5D_ratio``, ``mT5D`` (the
-        normalised ones None without baseline rates).
+        ``mean_T5D``, ``baseline`` (``'alexnet'``, ``'rates'`` or None),
+        ``FR``, ``mFR``, ``T5D_ratio``, ``mT5D`` (the normalised ones None
+        without baseline rates; a ratio whose baseline rate is 0 is None
+        and so is its mean) and ``notes`` (list[str]).
 
     Raises:
         IncompleteResultsError: For missing perturbations without
-            ``allow_partial``.
-        ValueError: See :func:`mean_flip_rate`.
+            ``allow_partial``, or when none is covered.
+        ValueError: For an FP outside [0, 1], an unknown baseline name or a
+            baseline without a covered perturbation.
     """
     perturbations = list(perturbations)
     covered = [p for p in perturbations if p in fp]
@@ -633,18 +741,28 @@ def summarize_flip_rates(
             f'{len(missing)}: {", ".join(missing)}'
             + ('; pass allow_partial=True to summarise the covered ones'
                if covered else ''), missing)
+    kind = None
+    if isinstance(baseline_fp, str):
+        if baseline_fp != 'alexnet':
+            raise ValueError('baseline_fp must be "alexnet", a mapping of '
+                             f'flip probabilities or None, got '
+                             f'"{baseline_fp}"')
+        kind, baseline_fp = 'alexnet', ALEXNET_FLIP_PROBABILITIES
+    elif baseline_fp is not None:
+        kind = 'rates'
     for p in covered:
         _check_value((p, '-'), fp[p], 'FP')
     fps = {p: float(fp[p]) for p in covered}
     t5ds = None if t5d is None else {p: float(t5d[p]) for p in covered}
+    notes: List[str] = []
     fr = t5d_ratio = None
     mfr = mt5d = None
     if baseline_fp is not None:
-        mfr = mean_flip_rate(fps, baseline_fp, covered)
-        fr = {p: fps[p] / baseline_fp[p] for p in covered}
+        fr, mfr = _ratios(fps, baseline_fp, covered, 'flip probability',
+                          notes)
     if baseline_t5d is not None and t5ds is not None:
-        mt5d = _mean_ratio(t5ds, baseline_t5d, covered, 'top-5 distance')
-        t5d_ratio = {p: t5ds[p] / baseline_t5d[p] for p in covered}
+        t5d_ratio, mt5d = _ratios(t5ds, baseline_t5d, covered,
+                                  'top-5 distance', notes)
     return dict(
         perturbations=covered,
         num_perturbations=len(covered),
@@ -655,7 +773,9 @@ def summarize_flip_rates(
         T5D=t5ds,
         mean_T5D=None if t5ds is None else float(
             np.mean(list(t5ds.values()))),
+        baseline=kind,
         FR=fr,
         mFR=mfr,
         T5D_ratio=t5d_ratio,
-        mT5D=mt5d)
+        mT5D=mt5d,
+        notes=notes)

@@ -7,8 +7,16 @@ indices_in_1k]``) and scores top-1 against the ImageFolder labels 0..199
 of the sorted wnids; :class:`SubsetAccuracy` does the same inside an
 mmengine evaluator.
 
-Shapes: C = classes of the model (``pred_score`` is ``(C,)``), N = size of
-the subset (labels in ``[0, N)``).
+Shapes: C = classes of the model (scores ``(C,)``), N = size of the subset
+(labels in ``[0, N)``).
+
+Scores: the reference masks the logits. The metric masks ``pred_logits``
+(kept by :class:`mmgfn.engine.KeepLogitsHook`) when the sample has them;
+otherwise mmpretrain's ``pred_score`` (float32 softmax). On a confident
+model whose top class lies outside the subset, the subset's probabilities
+underflow to 0 and tie, so a tie that decides the kept top-k is refused
+instead of falling to the lowest label. The result's ``scores`` key says
+which were masked (``'logits'``, ``'probabilities'`` or ``'mixed'``).
 """
 from typing import List, Optional, Sequence, Union
 
@@ -18,6 +26,7 @@ from mmengine.evaluator import BaseMetric
 from mmgfn.datasets.wnids import indices_in_1k
 from mmgfn.evaluation.functional import topk_classes
 from mmgfn.registry import METRICS
+from .scores import HOOK_HINT, ranking_ties, sample_scores
 
 
 @METRICS.register_module()
@@ -37,8 +46,9 @@ class SubsetAccuracy(BaseMetric):
 
     Raises:
         ValueError: For an empty or repeated ``indices``, an unknown subset
-            name, a model with too few scores (both numbers are named) or a
-            label outside ``[0, N)``.
+            name, a model with too few scores (both numbers are named), a
+            label outside ``[0, N)``, or tied probabilities that decide the
+            kept top-k (see the module docstring).
     """
     default_prefix: Optional[str] = 'accuracy'
 
@@ -65,11 +75,12 @@ class SubsetAccuracy(BaseMetric):
 
         Args:
             data_batch: A batch from the dataloader (unused).
-            data_samples (Sequence[dict]): Model outputs with ``pred_score``
-                (``(C,)``) and ``gt_label``.
+            data_samples (Sequence[dict]): Model outputs with
+                ``pred_logits`` or ``pred_score`` (``(C,)``) and
+                ``gt_label``.
         """
         for sample in data_samples:
-            scores = np.asarray(sample['pred_score'].float().cpu())
+            scores, source = sample_scores(sample)
             if scores.shape[-1] <= self.indices.max():
                 name = f' of {self.subset}' if self.subset else ''
                 raise ValueError(
@@ -81,11 +92,20 @@ class SubsetAccuracy(BaseMetric):
             if not 0 <= label < len(self.indices):
                 raise ValueError(f'label {label} is outside the '
                                  f'{len(self.indices)} subset classes')
+            kept = scores[self.indices]
+            if source == 'probabilities' and ranking_ties(
+                    kept, max(self.topk)):
+                raise ValueError(
+                    f'"{sample.get("img_path", "a sample")}" has tied '
+                    f'probabilities among the top-{max(self.topk)} of the '
+                    f'{len(self.indices)} kept classes (float32 softmax '
+                    'underflow), so its prediction would be arbitrary; ' +
+                    HOOK_HINT)
             self.results.append(
                 dict(
-                    top=topk_classes(scores[self.indices],
-                                     max(self.topk)).tolist(),
-                    gt_label=label))
+                    top=topk_classes(kept, max(self.topk)).tolist(),
+                    gt_label=label,
+                    scores=source))
 
     def compute_metrics(self, results: List[dict]) -> dict:
         """Top-k accuracies in percent.
@@ -94,9 +114,11 @@ class SubsetAccuracy(BaseMetric):
             results (list[dict]): Collected per-sample results.
 
         Returns:
-            dict: ``{'top1': float, ...}`` in [0, 100].
+            dict: ``{'top1': float, ...}`` in [0, 100], and ``scores``
+            (what was masked).
         """
-        metrics = {}
+        sources = sorted({r.get('scores', 'probabilities') for r in results})
+        metrics = {'scores': sources[0] if len(sources) == 1 else 'mixed'}
         for k in self.topk:
             hits = [r['gt_label'] in r['top'][:k] for r in results]
             metrics[f'top{k}'] = 100.0 * float(np.mean(hits))
