@@ -195,3 +195,234 @@ def write_det_config(tmp_path, root, model='faster-rcnn_r50_fpn', epochs=3,
                        epochs=epochs, head=_head(model, num_classes)) +
         extra)
     return str(path)
+
+
+# a hook that records, at every forward of the model's backbone inside a
+# training or test iteration, what the forward ran under; see
+# write_autocast_recorder()
+AUTOCAST_RECORDER = '''
+import json
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class RecordAutocast(Hook):
+
+    def __init__(self, out_file):
+        self.out_file = out_file
+        self.phase = None
+        self.events = []
+
+    def before_run(self, runner):
+        model = getattr(runner.model, 'module', runner.model)
+        model.backbone.register_forward_hook(self._record)
+
+    def _record(self, module, args, output):
+        if self.phase is None:
+            return
+        out = output[-1] if isinstance(output, (tuple, list)) else output
+        self.events.append(dict(
+            phase=self.phase, iter=self.iter,
+            attack=bool(args[0].requires_grad),
+            autocast=torch.is_autocast_enabled('cpu'),
+            dtype=str(torch.get_autocast_dtype('cpu')).split('.')[-1],
+            output=str(out.dtype).split('.')[-1]))
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        self.phase, self.iter = 'train', runner.iter
+
+    def before_test_iter(self, runner, batch_idx, data_batch=None):
+        self.phase, self.iter = 'test', batch_idx
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        self.phase = None
+
+    def after_test_iter(self, runner, batch_idx, data_batch=None,
+                        outputs=None):
+        self.phase = None
+
+    def after_run(self, runner):
+        with open(self.out_file, 'w') as f:
+            json.dump(self.events, f)
+'''
+
+
+def autocast_recorder(folder) -> tuple:
+    """Write the module ``record_autocast`` (the hook ``RecordAutocast``)
+    to ``folder``. At every forward of the model's backbone inside a
+    training or test iteration the hook records ``phase``
+    (``'train'``/``'test'``), ``iter``, ``attack`` (the input requires a
+    gradient: an attack's forward), ``autocast`` (CPU autocast on),
+    ``dtype`` (CPU autocast dtype) and ``output`` (dtype of the backbone's
+    last output), written as a JSON list at ``after_run``.
+
+    Returns:
+        tuple: The lines to append to a config that defines
+        ``custom_hooks`` (they import the module and add the hook), the
+        JSON file's path and the ``env`` of :func:`run_tool` (``folder``
+        added to ``PYTHONPATH``).
+    """
+    folder = str(folder)
+    with open(osp.join(folder, 'record_autocast.py'), 'w') as f:
+        f.write(AUTOCAST_RECORDER)
+    out_file = osp.join(folder, 'autocast_events.json')
+    lines = ("\ncustom_imports = dict(imports=['record_autocast'], "
+             'allow_failed_imports=False)\n'
+             "custom_hooks = custom_hooks + [dict(type='RecordAutocast', "
+             f'out_file={out_file!r})]\n')
+    return lines, out_file, pythonpath_env(folder)
+
+
+def write_autocast_recorder(folder, config: str) -> tuple:
+    """Write a config that inherits ``config`` (which has no
+    ``custom_hooks``) and adds ``RecordAutocast`` (see
+    :func:`autocast_recorder`).
+
+    Returns:
+        tuple: The new config's path, the JSON file's path and the ``env``
+        of :func:`run_tool`.
+    """
+    lines, out_file, env = autocast_recorder(folder)
+    path = osp.join(str(folder), 'recorded_' + osp.basename(config))
+    with open(path, 'w') as f:
+        f.write(f'_base_ = [{config!r}]\ncustom_hooks = []\n' + lines)
+    return path, out_file, env
+
+
+def pythonpath_env(folder) -> dict:
+    """``env`` for :func:`run_tool` that puts ``folder`` first on the
+    tool's ``PYTHONPATH`` (and keeps the caller's)."""
+    paths = [str(folder), os.environ.get('PYTHONPATH', '')]
+    return dict(PYTHONPATH=os.pathsep.join(p for p in paths if p))
+
+
+def build_digits_model(num_classes: int, seed: int = None):
+    """The real digits ResNet of ``DIGITS_CONFIG`` with ``num_classes``
+    classes (head and data preprocessor), randomly initialised after
+    ``torch.manual_seed(seed)`` (the global generator as it is where
+    ``seed`` is None), in eval mode."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope, init_default_scope
+
+    from mmgfn.registry import MODELS
+    if seed is not None:
+        torch.manual_seed(seed)
+    cfg = Config.fromfile(DIGITS_CONFIG)
+    cfg.model.head.num_classes = num_classes
+    cfg.model.data_preprocessor = dict(cfg.data_preprocessor,
+                                       num_classes=num_classes)
+    init_default_scope('mmgfn')
+    model = MODELS.build(cfg.model)
+    DefaultScope._instance_dict.clear()
+    return model.eval()
+
+
+def save_checkpoint(model, path: str) -> str:
+    """Save ``model`` as an mmengine checkpoint (``state_dict``, empty
+    ``meta``) at ``path``; returns ``path``."""
+    import torch
+    torch.save(dict(state_dict=model.state_dict(), meta=dict()), path)
+    return path
+
+
+def write_video(path: str, labels: list, seed: int):
+    """An mp4 video at ``path`` (folders made), 10 fps, 32x32, one frame
+    :func:`make_image` per label of ``labels``."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'mp4v'), 10,
+                             (32, 32))
+    for label in labels:
+        writer.write(make_image(label, rng))
+    writer.release()
+
+
+def read_video(path: str) -> list:
+    """Every frame of the video at ``path`` (BGR uint8 arrays)."""
+    cap = cv2.VideoCapture(path)
+    frames = []
+    ok, frame = cap.read()
+    while ok:
+        frames.append(frame)
+        ok, frame = cap.read()
+    cap.release()
+    return frames
+
+
+def train_digits(root, max_epochs: int = 2) -> tuple:
+    """Train the digits ResNet ``max_epochs`` epochs on a fresh image
+    folder under ``root`` (a checkpoint every epoch, all kept).
+
+    Returns:
+        tuple: The image folder and the work dir (``epoch_<n>.pth``).
+    """
+    images = write_image_folder(str(osp.join(str(root), 'images')))
+    work = osp.join(str(root), 'train')
+    proc = run_tool([
+        'tools/train.py', DIGITS_CONFIG, '--work-dir', work, '--cfg-options',
+        *digits_options(images, max_epochs=max_epochs),
+        'default_hooks.checkpoint.interval=1',
+        f'default_hooks.checkpoint.max_keep_ckpts={max_epochs}'
+    ])
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return images, work
+
+
+def write_videos(root: str, videos: dict):
+    """ImageNet-P style videos: ``videos`` maps a perturbation to a list of
+    ``(class folder, frame labels)``; clip ``i`` of the list is
+    ``<root>/<perturbation>/<class folder>/<i>.mp4``, drawn with seed ``i``
+    (:func:`write_video`)."""
+    for p, clips in videos.items():
+        for i, (folder, labels) in enumerate(clips):
+            write_video(osp.join(root, p, folder, f'{i}.mp4'), labels, i)
+
+
+def hand_flip_rates(model, root: str, videos: dict, step: int = 1) -> tuple:
+    """ImageNet-P flip probability (FP) and top-k distance (T5D) per
+    perturbation, computed by hand from ``model``'s logits on the decoded
+    frames of the videos :func:`write_videos` wrote under ``root``.
+
+    Ranks are the stable descending order of the logits. Perturbations whose
+    name contains ``noise`` compare every frame with frame 0, the others
+    frame ``t - step`` with frame ``t``. The distance sums over every class
+    of the first frame's ranking, so it is the top-5 distance only for
+    models of at most 5 classes (the digits models here have 4).
+
+    Returns:
+        tuple: Two dicts ``{perturbation: mean over its clips}``: FP in
+        [0, 1] and T5D (>= 0).
+    """
+    import torch
+    fp, t5d = {}, {}
+    for p, clips in videos.items():
+        fps, t5ds = [], []
+        for i, (folder, _) in enumerate(clips):
+            frames = read_video(osp.join(root, p, folder, f'{i}.mp4'))
+            data = model.data_preprocessor(
+                dict(inputs=[
+                    torch.from_numpy(f).permute(2, 0, 1) for f in frames
+                ]), False)
+            with torch.no_grad():
+                logits = model(data['inputs'], mode='tensor').numpy()
+            ranking = [list(np.argsort(-row, kind='stable')) for row in logits]
+            if 'noise' in p:  # every frame against frame 0
+                pairs = [(0, t) for t in range(1, len(frames))]
+            else:  # consecutive frames of each sub-sequence i, i+step..
+                pairs = [(t - step, t) for t in range(step, len(frames))]
+            fps.append(
+                sum(ranking[a][0] != ranking[b][0] for a, b in pairs) /
+                len(pairs))
+            t5ds.append(
+                sum(
+                    sum(abs(ranking[b].index(c) + 1 - r)
+                        for r, c in enumerate(ranking[a], start=1))
+                    for a, b in pairs) / len(pairs))
+        fp[p] = sum(fps) / len(fps)
+        t5d[p] = sum(t5ds) / len(t5ds)
+    return fp, t5d

@@ -1,5 +1,6 @@
 """BackgroundRoIPerturbationHook on real mmdet detectors."""
 import copy
+import json
 import os.path as osp
 
 import pytest
@@ -9,9 +10,11 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope, init_default_scope
 from mmengine.runner import Runner
 
-from conftest import run_tool, write_coco, write_det_config as write_config
+from conftest import (autocast_recorder, pythonpath_env, run_tool,
+                      write_coco, write_det_config as write_config)
 from mmgfn.engine.hooks import BackgroundRoIPerturbationHook
 from mmgfn.registry import MODELS
+
 
 def _runner(cfg_path, work_dir):
     DefaultScope._instance_dict.clear()
@@ -193,28 +196,142 @@ def test_refuses_detector_without_roi_head_and_class_mismatch(tmp_path):
         proc.stdout + proc.stderr)
 
 
-def test_dist_train_with_hook(tmp_path):
+# saves, per rank, the parameters after training and, per iteration, the
+# clean batch the data preprocessor made and the batch the loss saw
+RANK_RECORDER = """
+import os
+
+import torch
+from mmengine.dist import get_rank
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class RecordRankBatches(Hook):
+    priority = 'HIGHEST'  # its forward hook runs before the GFN hook's
+
+    def __init__(self, out_dir):
+        self.out_dir = out_dir
+        self.clean, self.trained_on = [], []
+
+    def before_train(self, runner):
+        model = getattr(runner.model, 'module', runner.model)
+        model.data_preprocessor.register_forward_hook(self._clean,
+                                                      with_kwargs=True)
+        model.register_forward_pre_hook(
+            lambda m, args, kwargs: self.trained_on.append(
+                kwargs['inputs'].clone())
+            if kwargs.get('mode') == 'loss' else None, with_kwargs=True)
+
+    def _clean(self, module, args, kwargs, out):
+        if kwargs.get('training', args[1] if len(args) > 1 else False):
+            self.clean.append(out['inputs'].clone())
+
+    def after_train(self, runner):
+        model = getattr(runner.model, 'module', runner.model)
+        torch.save(dict(
+            params={k: v.detach().clone()
+                    for k, v in model.named_parameters()},
+            clean=self.clean, trained_on=self.trained_on),
+            os.path.join(self.out_dir, f'rank{get_rank()}.pth'))
+"""
+
+
+def test_dist_train_with_hook_perturbs_every_rank_and_keeps_them_equal(
+        tmp_path):
+    """tools/dist_train.sh, 2 gloo processes: each rank trains on its own
+    images, perturbed by the config's hook (by at most eta), and the ranks
+    end with identical weights."""
     root = write_coco(str(tmp_path / 'coco'), num_images=8)
-    path = write_config(tmp_path, root, epochs=1)
+    out_dir = tmp_path / 'ranks'
+    out_dir.mkdir()
+    (tmp_path / 'record_rank_batches.py').write_text(RANK_RECORDER)
+    extra = ("\ncustom_imports = dict(imports=['record_rank_batches'], "
+             "allow_failed_imports=False)\n"
+             "custom_hooks = custom_hooks + [dict(type='RecordRankBatches', "
+             f"out_dir={str(out_dir)!r})]\n")
+    path = write_config(tmp_path, root, epochs=1, extra=extra)
+    env = dict(pythonpath_env(tmp_path), PORT='29537')
     proc = run_tool(['tools/dist_train.sh', path, '2', '--work-dir',
-                     str(tmp_path / 'work')], env={'PORT': '29537'})
+                     str(tmp_path / 'work')], env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # 8 images, batch 4 per process, 2 processes: one iteration
     assert 'Epoch(train) [1][1/1]' in proc.stdout + proc.stderr
+    ranks = [torch.load(out_dir / f'rank{r}.pth') for r in range(2)]
+    for rank in ranks:
+        assert len(rank['clean']) == len(rank['trained_on']) == 1
+        diff = (rank['trained_on'][0] - rank['clean'][0]).abs()
+        assert 0 < diff.max() <= 0.01 + 1e-6
+    assert not torch.equal(ranks[0]['clean'][0], ranks[1]['clean'][0])
+    assert ranks[0]['params'].keys() == ranks[1]['params'].keys()
+    for key, value in ranks[0]['params'].items():
+        assert torch.equal(value, ranks[1]['params'][key]), key
+
+
+def test_num_steps_takes_projected_steps_of_eta_over_num_steps(trained):
+    """num_steps=3: three steps of eta / 3 toward background, each
+    projected onto the eta box and the pixel range, as computed here with
+    the summed background cross-entropy of the RoI head (eval mode)."""
+    from mmdet.structures.bbox import bbox2roi
+    model = trained.model
+    data = model.data_preprocessor(_batch(trained), False)
+    x, samples = data['inputs'], data['data_samples']
+    hook = BackgroundRoIPerturbationHook(eta=0.01, num_steps=3, seed=0)
+    hook.bind(model, ['person', 'car'])
+    x3 = hook.perturb(x, samples)
+
+    pre = model.data_preprocessor
+    lower, upper = -pre.mean / pre.std, (255 - pre.mean) / pre.std
+    rois = bbox2roi([s.gt_instances.bboxes for s in samples])
+    background = torch.full((len(rois), ), 2)
+    model.eval()
+    xt = x
+    for _ in range(3):
+        xt = xt.clone().requires_grad_(True)
+        score = model.roi_head._bbox_forward(model.extract_feat(xt),
+                                             rois)['cls_score']
+        loss = F.cross_entropy(score, background, reduction='sum')
+        (grad, ) = torch.autograd.grad(loss, xt)
+        xt = xt.detach() - 0.01 / 3 * grad.sign()
+        xt = torch.min(torch.max(xt, x - 0.01), x + 0.01)
+        xt = torch.max(torch.min(xt, upper), lower)
+    model.train()
+    model.zero_grad(set_to_none=True)
+    assert torch.isclose(x3, xt, atol=1e-6).float().mean() >= 0.99
+    # steps of eta / 3 that partly cancel: sizes between 0 and eta
+    diff = (x3 - x).abs()
+    assert ((diff > 0.002) & (diff < 0.005)).float().mean() > 0.05
+    assert diff.max() <= 0.01 + 1e-6
 
 
 def test_amp_train_and_test_with_hook(tmp_path):
-    """--amp on the CPU: bfloat16 autocast; mmcv's float32-only CPU
-    RoIAlign/nms run in float32 (mmgfn.utils.compat)."""
+    """--amp on the CPU, seen inside the detector: bfloat16 autocast for
+    the hook's attack forward, the training forward and the test forward
+    (mmcv's float32-only CPU RoIAlign/nms run in float32,
+    mmgfn.utils.compat)."""
     root = write_coco(str(tmp_path / 'coco'), num_images=4)
-    path = write_config(tmp_path, root, epochs=1)
+    lines, events_file, env = autocast_recorder(tmp_path)
+    path = write_config(tmp_path, root, epochs=1, extra=lines)
     work_dir = str(tmp_path / 'work')
     proc = run_tool(['tools/train.py', path, '--amp', '--work-dir',
-                     work_dir])
+                     work_dir], env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(events_file) as f:
+        events = json.load(f)
+    # 4 images, batch 4: one iteration, the attack's forward then the loss's
+    assert [(e['phase'], e['iter'], e['attack']) for e in events] == [
+        ('train', 0, True), ('train', 0, False)]
     proc = run_tool(['tools/test.py', path, osp.join(work_dir, 'epoch_1.pth'),
-                     '--amp', '--work-dir', work_dir])
+                     '--amp', '--work-dir', work_dir], env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'metrics: {"coco/bbox_mAP"' in proc.stdout
+    with open(events_file) as f:
+        test_events = json.load(f)
+    assert [(e['phase'], e['iter']) for e in test_events] == [('test', 0)]
+    for e in events + test_events:
+        assert (e['autocast'], e['dtype'], e['output']) == (
+            True, 'bfloat16', 'bfloat16'), e
 
 
 def test_neighbour_table_travels_with_checkpoints(trained):

@@ -1,8 +1,13 @@
 """GFN training through the real tools: DDP (gloo), --amp, resume."""
+import json
+import math
 import os.path as osp
 
+import pytest
 import torch
-from conftest import ROOT, digits_options, run_tool
+import torch.nn.functional as F
+from conftest import (ROOT, digits_options, run_tool,
+                      write_autocast_recorder)
 
 from mmgfn.utils import load_from_local
 
@@ -12,7 +17,9 @@ GFN_CONFIG = osp.join(ROOT, 'configs', 'digits',
 # A hook that saves each rank's weights after training (DDP check).
 DUMP_HOOK = '''
 import os
+import pytest
 import torch
+import torch.nn.functional as F
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
@@ -75,16 +82,28 @@ def test_dist_train_two_processes_keeps_ranks_identical(image_folder,
         assert torch.equal(rank0[key], rank1[key]), key
 
 
-def test_amp_training_finishes(image_folder, tmp_path):
+def test_amp_attack_and_training_forward_run_in_bfloat16(image_folder,
+                                                        tmp_path):
+    """--amp on the CPU, seen inside the model: in every training
+    iteration the backbone runs twice, for the attack (its input requires
+    a gradient) and for the loss, both under bfloat16 autocast with
+    bfloat16 outputs."""
+    config, events_file, env = write_autocast_recorder(tmp_path,
+                                                       GFN_CONFIG)
     work_dir = str(tmp_path / 'work')
     proc = run_tool([
-        'tools/train.py', GFN_CONFIG, '--amp', '--work-dir', work_dir,
+        'tools/train.py', config, '--amp', '--work-dir', work_dir,
         '--cfg-options', *_gfn_options(image_folder, max_epochs=1)
-    ])
+    ], env=env)
     _check_ok(proc)
-    log = proc.stdout + proc.stderr
-    assert 'DeviceAmpOptimWrapper' in log or 'bfloat16' in log
     assert osp.isfile(osp.join(work_dir, 'epoch_1.pth'))
+    with open(events_file) as f:
+        events = [e for e in json.load(f) if e['phase'] == 'train']
+    assert [(e['iter'], e['attack']) for e in events] == [
+        (i, attack) for i in range(4) for attack in (True, False)]
+    for e in events:
+        assert (e['autocast'], e['dtype'], e['output']) == (
+            True, 'bfloat16', 'bfloat16'), e
 
 
 def test_resume_keeps_the_neighbour_table(image_folder, tmp_path):
@@ -106,10 +125,98 @@ def test_resume_keeps_the_neighbour_table(image_folder, tmp_path):
                      '--resume', '--cfg-options', *opts])
     _check_ok(proc)
     log = proc.stdout + proc.stderr
-    assert 'resumed epoch: 1' in log.lower() or 'resumed' in log.lower()
+    assert 'resumed epoch: 1, iter: 4' in log
     # a run that did not restore the table would build it at its first step
     assert 'neighbour table built from head weights' not in log
     last = load_from_local(osp.join(work_dir, 'epoch_3.pth'))['state_dict']
     assert torch.equal(last['data_preprocessor.neighbor_table.neighbors'],
                        table)
     assert not torch.equal(last['head.fc.weight'], head)  # it did train
+
+
+# ------------------------------------- GFN, Nbr. and plain from one seed ---
+FINETUNE_CONFIG = osp.join(ROOT, 'configs', 'digits',
+                           'finetune_resnet-tiny_1xb32_digits.py')
+
+
+def _run_recorded(config, options, work_dir):
+    """One epoch through the real Runner; returns the initial and final
+    parameters, the inputs of each ``mode='loss'`` forward and, per
+    training step, the loss module's scores, labels and loss."""
+    from mmengine.config import Config, DictAction
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import Runner
+    cfg = Config.fromfile(config)
+    cfg.merge_from_dict({
+        key: DictAction._parse_iterable(value)
+        for key, value in (o.split('=', 1) for o in options)
+    })
+    cfg.work_dir = str(work_dir)
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=100)
+    DefaultScope._instance_dict.clear()
+    runner = Runner.from_cfg(cfg)
+    model = runner.model
+    initial = {k: v.detach().clone() for k, v in model.named_parameters()}
+    inputs, losses = [], []
+    model.register_forward_pre_hook(
+        lambda m, args, kwargs: inputs.append(kwargs['inputs'].clone())
+        if kwargs.get('mode') == 'loss' else None, with_kwargs=True)
+    model.head.loss_module.register_forward_hook(
+        lambda m, args, kwargs, out: losses.append(
+            (args[0].detach().clone(), args[1].clone(), out.detach())),
+        with_kwargs=True)
+    runner.train()
+    final = {k: v.detach().clone() for k, v in model.named_parameters()}
+    return dict(initial=initial, final=final, inputs=inputs, losses=losses,
+                model=model)
+
+
+def test_gfn_nbr_and_plain_differ_only_where_they_should(image_folder,
+                                                          tmp_path):
+    """From one seed, through the Runner and the digits configs: plain
+    fine-tuning, Nbr. (the GFN config with loss scale 0, as
+    configs/ablations/nbr_vit-b_in1k.py) and GFN start from the same
+    weights and the same clean batch. Nbr. and GFN train their first step
+    on the same perturbed batch and differ by the loss only (Nbr.'s is
+    cross-entropy, GFN's the neighbour-weighted margin loss computed here
+    from the table); plain trains on the clean batch. All three end in
+    different weights."""
+    opts = digits_options(image_folder, max_epochs=1)
+    runs = dict(
+        plain=_run_recorded(FINETUNE_CONFIG, opts, tmp_path / 'plain'),
+        nbr=_run_recorded(GFN_CONFIG,
+                          _gfn_options(image_folder, 1) +
+                          ['model.head.loss.scale=0.0'], tmp_path / 'nbr'),
+        gfn=_run_recorded(GFN_CONFIG, _gfn_options(image_folder, 1),
+                          tmp_path / 'gfn'))
+    plain, nbr, gfn = runs['plain'], runs['nbr'], runs['gfn']
+    for run in runs.values():
+        assert len(run['inputs']) == len(run['losses']) == 4  # 32 / 8
+        for k, v in run['initial'].items():
+            assert torch.equal(v, plain['initial'][k]), k
+
+    # the first step: the same clean batch, perturbed by at most eta
+    x_plain, x_nbr, x_gfn = (r['inputs'][0] for r in (plain, nbr, gfn))
+    assert torch.equal(x_nbr, x_gfn)
+    step = (x_gfn - x_plain).abs()
+    assert 0 < step.max() <= 0.01 + 1e-6
+
+    # the first step's losses: same scores, CE for Nbr., margin loss for GFN
+    (s_nbr, y_nbr, l_nbr), (s_gfn, y_gfn, l_gfn) = (
+        r['losses'][0] for r in (nbr, gfn))
+    assert torch.equal(s_nbr, s_gfn) and torch.equal(y_nbr, y_gfn)
+    assert l_nbr == pytest.approx(F.cross_entropy(s_nbr, y_nbr).item(),
+                                  rel=1e-5)
+    table = gfn['model'].data_preprocessor.neighbor_table.neighbors
+    margins = torch.zeros(4, 4)
+    for c in range(4):
+        for rank, j in enumerate(table[c, :2].tolist(), start=1):
+            margins[c, j] = math.log(1 + 0.5**rank)  # alpha 0.5, scale 1
+    expected = (torch.logsumexp(s_gfn + margins[y_gfn], 1) -
+                s_gfn.gather(1, y_gfn[:, None])[:, 0]).mean()
+    assert l_gfn == pytest.approx(expected.item(), rel=1e-5)
+    assert l_gfn > l_nbr
+
+    for a, b in (('plain', 'nbr'), ('plain', 'gfn'), ('nbr', 'gfn')):
+        assert not torch.equal(runs[a]['final']['head.fc.weight'],
+                               runs[b]['final']['head.fc.weight']), (a, b)

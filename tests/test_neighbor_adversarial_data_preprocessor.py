@@ -297,3 +297,92 @@ def test_bad_input(tmp_path):
     with pytest.raises(RuntimeError, match='found no model to attack'):
         pre(_batch(write_image_folder(str(tmp_path / 'im')), 4),
             training=True)
+
+
+def _hand_step(model, x, targets, training):
+    """One step toward ``targets`` computed here: the sign of the input
+    gradient of the summed cross-entropy, with the model (a copy) in
+    training (BatchNorm on the batch's statistics) or eval mode; eta 0.01
+    on the normalised input, clipped to the normalised pixels [0, 255]."""
+    model = copy.deepcopy(model).train(training)
+    x = x.clone().requires_grad_(True)
+    loss = F.cross_entropy(model(x, mode='tensor'), targets,
+                           reduction='sum')
+    (grad, ) = torch.autograd.grad(loss, x)
+    return (x.detach() - 0.01 * grad.sign()).clamp(-MEAN / STD,
+                                                   (255 - MEAN) / STD)
+
+
+def test_train_attack_mode_takes_the_training_mode_gradient(trained):
+    """attack_mode='train': the step is the sign gradient of the model in
+    training mode (computed here), which BatchNorm couples across the
+    batch: a sample's step changes with its batch mates, unlike in 'eval'
+    mode."""
+    model = copy.deepcopy(trained[0]['resnet'])
+    model.train()
+    data = _preprocessor(model)(_batch(trained[1]), training=False)
+    x = data['inputs']
+    labels = torch.cat([s.gt_label for s in data['data_samples']])
+    targets = (labels + 1) % 4
+    steps = {}
+    for mode in ('train', 'eval'):
+        pre = _preprocessor(model, attack_mode=mode)
+        steps[mode] = pre.perturb(model, x, labels, targets)
+        hand = _hand_step(model, x, targets, training=mode == 'train')
+        close = torch.isclose(steps[mode], hand, atol=1e-6)
+        assert close.float().mean() >= 0.99, (mode, close.float().mean())
+    assert torch.isclose(steps['train'], steps['eval'],
+                         atol=1e-6).float().mean() < 0.9
+    # sample 0 in another batch (its 7 mates replaced by others)
+    other = torch.cat([x[:1], x[8:15]])
+    for mode in ('train', 'eval'):
+        pre = _preprocessor(model, attack_mode=mode)
+        alone = pre.perturb(model, other, labels[[0, *range(8, 15)]],
+                            targets[[0, *range(8, 15)]])[0]
+        moved = (alone - steps[mode][0]).abs().max()
+        if mode == 'train':
+            assert moved > 0.01  # a different sign somewhere
+        else:
+            assert moved < 1e-5
+    assert all(m.training for m in model.modules())
+
+
+def _cosine_neighbors(weight, topk):
+    """Each class's ``topk`` most cosine-similar other classes, by hand."""
+    w = F.normalize(weight.double(), dim=1)
+    sim = w @ w.T
+    sim.fill_diagonal_(-2.0)
+    order = torch.sort(sim, dim=1, descending=True, stable=True).indices
+    return order[:, :topk]
+
+
+def test_refresh_interval_rebuilds_the_table_every_interval_steps(trained):
+    """refresh_interval=2 with neighbor_source='head': the table is built
+    at the first training step and rebuilt from the head at steps 3 and 5
+    (every 2 steps), not at steps 2 and 4; between steps the head's rows are
+    permuted so each rebuild is visible."""
+    from mmengine.optim import OptimWrapper
+    model = copy.deepcopy(trained[0]['resnet'])
+    model.train()
+    pre = _preprocessor(model, topk=1, refresh_interval=2)
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.0))
+    batch = _batch(trained[1], n=8)
+    fc = model.head.fc
+    perms = [[1, 2, 3, 0], [2, 0, 3, 1], [3, 2, 0, 1], [1, 3, 0, 2]]
+    built = None
+    for step in range(1, 6):
+        model.train_step(copy.deepcopy(batch), wrapper)
+        now = _cosine_neighbors(fc.weight.detach(), 1)
+        table = pre.neighbor_table.neighbors
+        if step in (1, 3, 5):
+            assert torch.equal(table, now), step
+            built = table.clone()
+        else:
+            assert torch.equal(table, built), step
+            assert not torch.equal(table, now), step
+        if step == 5:
+            break
+        with torch.no_grad():  # new neighbours for the next steps
+            perm = torch.tensor(perms[step - 1])
+            fc.weight.copy_(fc.weight[perm])
+            fc.bias.copy_(fc.bias[perm])

@@ -155,3 +155,38 @@ def test_head_weights_source():
     assert torch.equal(w, model.head.fc.weight)
     with pytest.raises(ValueError, match='10 outputs'):
         head_class_weights(model, 10)
+
+
+def test_loading_more_neighbours_keeps_the_closest():
+    """A ``C x k'`` matrix with ``k' > k``: ranks 1..k (its first k
+    columns) are kept."""
+    table = NeighborTable(4, topk=1)
+    table.load_neighbors(torch.tensor([[1, 3], [0, 3], [3, 1], [2, 1]]),
+                         source='file')
+    assert table.neighbors.tolist() == [[1], [0], [3], [2]]
+
+
+@pytest.mark.parametrize('bad', [4, -1, 2])
+def test_neighbour_index_out_of_range_or_self_is_refused(bad):
+    """Class 2's neighbour ``bad``: 4 (= C), -1 and 2 (itself) are refused
+    with the class named; 3 (= C - 1) is fine."""
+    table = NeighborTable(4, topk=1, class_names=list('abcd'))
+    table.load_neighbors(torch.tensor([[1], [0], [3], [2]]), source='file')
+    with pytest.raises(ValueError, match=rf'\[{bad}\] for class 2 \("c"\)'):
+        table.load_neighbors(torch.tensor([[1], [0], [bad], [2]]),
+                             source='file')
+
+
+def test_similarity_is_the_cosine_of_class_rows():
+    """``M_ij`` is the cosine of rows i and j (by hand), so rescaling a
+    class's embedding changes neither M nor the neighbours."""
+    from mmgfn.models.utils.neighbor_table import similarity_matrix
+    sim = similarity_matrix(EMB)
+    assert sim.diagonal().tolist() == pytest.approx([1.0] * 4)
+    assert sim[0, 1].item() == pytest.approx(0.9 / 0.82**0.5, rel=1e-6)
+    assert sim[2, 3].item() == pytest.approx(1.0 / 1.04**0.5, rel=1e-6)
+    assert sim[0, 2].item() == pytest.approx(0.0, abs=1e-7)
+    scaled = EMB * torch.tensor([[1.0], [10.0], [0.1], [5.0]])
+    assert torch.allclose(similarity_matrix(scaled), sim, atol=1e-6)
+    assert neighbors_from_embeddings(scaled, topk=2).tolist() == \
+        neighbors_from_embeddings(EMB, topk=2).tolist()

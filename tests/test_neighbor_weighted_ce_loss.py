@@ -196,3 +196,44 @@ def test_label_smoothing_by_hand(soft):
                           mode='original')(z, label)
     assert _loss(scale=0.0, label_smooth_val=v)(z, label).item() == \
         pytest.approx(ref.item(), rel=1e-6)
+
+
+def test_loss_weight_scales_the_loss():
+    z = torch.tensor([[2.0, 1.0, 0.0, -1.0], [0.5, 0.0, 1.0, 0.0]])
+    y = torch.tensor([0, 2])
+    assert _loss(loss_weight=2.5)(z, y).item() == pytest.approx(
+        2.5 * _loss()(z, y).item(), rel=1e-6)
+
+
+def test_loss_follows_a_rebuilt_table():
+    """A table that is rebuilt (``refresh_interval``, a resumed checkpoint)
+    changes the margins of the loss that shares it."""
+    table = _table()
+    loss = NeighborWeightedCELoss(alpha=0.5)
+    loss.share_neighbor_table(table)
+    z = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    loss(z, torch.tensor([0]))  # margins of the first table
+    table.load_neighbors(torch.tensor([[2, 1], [0, 3], [3, 1], [2, 1]]),
+                         source='head')
+    # label 0: now class 2 has rank 1 (w=.5) and class 1 rank 2 (w=.25)
+    denom = math.exp(2) + 1.25 * math.exp(1) + 1.5 + math.exp(-1)
+    assert loss(z, torch.tensor([0])).item() == pytest.approx(
+        -math.log(math.exp(2) / denom), rel=1e-6)
+
+
+def test_soft_targets_with_class_weight_by_hand():
+    """Soft targets times class weights: ``sum_j t_j w_j (lse - z_j)``,
+    whose target mass ``sum_j t_j w_j`` is not 1."""
+    z = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    t = torch.tensor([[0.7, 0.0, 0.3, 0.0]])
+    cw = [2.0, 1.0, 0.5, 1.0]
+    # margins of class 0 (the dominant one): log(1.5) for 1, log(1.25) for 3
+    lse = math.log(math.exp(2) + 1.5 * math.exp(1) + 1 + 1.25 * math.exp(-1))
+    expected = 0.7 * 2.0 * (lse - 2.0) + 0.3 * 0.5 * (lse - 0.0)
+    out = _loss(class_weight=cw)(z, t)
+    assert out.item() == pytest.approx(expected, rel=1e-6)
+    # scale 0 equals mmpretrain's soft CrossEntropyLoss with class_weight
+    from mmpretrain.models.losses import CrossEntropyLoss
+    ref = CrossEntropyLoss(use_soft=True, class_weight=cw)(z, t)
+    assert _loss(scale=0.0, class_weight=cw)(z, t).item() == pytest.approx(
+        ref.item(), rel=1e-6)

@@ -2,6 +2,7 @@
 import os.path as osp
 
 import numpy as np
+import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope, init_default_scope
@@ -92,7 +93,19 @@ test_evaluator = dict(type='Accuracy', topk=(1, ))
     dataset.pipeline.transforms.insert(
         1, ImageCorruption('gaussian_noise', 3))
     metrics = runner.test()
-    assert 0.0 <= metrics['accuracy/top1'] <= 100.0
+    # the same model on the same corrupted images, one at a time, by hand
+    model = runner.model.eval()
+    correct = 0
+    for i in range(len(dataset)):
+        item = dataset[i]
+        data = model.data_preprocessor(
+            dict(inputs=[item['inputs']],
+                 data_samples=[item['data_samples']]), False)
+        with torch.no_grad():
+            pred = model(data['inputs'], mode='tensor').argmax(1).item()
+        correct += pred == item['data_samples'].gt_label.item()
+    assert metrics['accuracy/top1'] == pytest.approx(
+        100 * correct / len(dataset))
 
 
 def test_component_inside_mmdet_config(coco_folder, tmp_path):

@@ -75,3 +75,13 @@ def test_bad_input_is_named():
     small = np.zeros((16, 40, 3), np.uint8)
     with pytest.raises(ValueError, match='tiny.png.*40x16'):
         ImageCorruption('fog', 1)(_results(small, 'tiny.png'))
+
+
+@pytest.mark.parametrize('corruption', ['shot_noise', 'impulse_noise'])
+def test_seed_selects_the_draw(image, corruption):
+    """Two seeds give two draws for the same image; each is reproducible."""
+    a0 = ImageCorruption(corruption, 3, seed=0)(_results(image))['img']
+    a1 = ImageCorruption(corruption, 3, seed=1)(_results(image))['img']
+    b1 = ImageCorruption(corruption, 3, seed=1)(_results(image))['img']
+    assert np.array_equal(a1, b1)
+    assert not np.array_equal(a0, a1)

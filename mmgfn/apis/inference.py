@@ -14,7 +14,8 @@ from typing import Dict, Optional
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
-from mmengine.runner import Runner, load_checkpoint
+from mmengine.runner import Runner
+from mmengine.runner.checkpoint import CheckpointLoader, load_state_dict
 from torch import nn
 
 from mmgfn.models.utils.features import forward_batch
@@ -41,22 +42,33 @@ def plain_preprocessor_cfg(cfg: Config) -> dict:
 
 def load_classifier(cfg: Config,
                     checkpoint: Optional[str],
-                    device: str = 'cpu') -> nn.Module:
+                    device: str = 'cpu',
+                    require_head: bool = False) -> nn.Module:
     """Build the config's mmpretrain classifier, load ``checkpoint``, eval.
+
+    Before loading, every tensor of the checkpoint's ``state_dict`` that the
+    model also has is compared by shape (mmengine's loader would only warn
+    and keep the model's random initialisation for a mismatched tensor).
 
     Args:
         cfg (Config): A classification config.
         checkpoint (str, optional): Checkpoint path; None keeps the
             initialisation.
         device (str): Defaults to 'cpu'.
+        require_head (bool): Also refuse a checkpoint without weights for
+            the model's head (its predictions would come from a random
+            head). Defaults to False (class embeddings only need the
+            backbone and neck).
 
     Returns:
         nn.Module: The model, in eval mode, with a plain ClsDataPreprocessor.
 
     Raises:
         FileNotFoundError: If the checkpoint is missing.
-        ValueError: If the checkpoint's class count differs from the model's
-            (both numbers given).
+        ConfigError: (a ValueError) If a checkpoint tensor's shape differs
+            from the model's (names the key and both shapes; for the head,
+            both class counts), or, with ``require_head``, the checkpoint
+            has no head weights (names the keys).
     """
     init_default_scope(cfg.get('default_scope', 'mmgfn'))
     model_cfg = copy.deepcopy(cfg.model)
@@ -65,12 +77,62 @@ def load_classifier(cfg: Config,
     model = MODELS.build(model_cfg)
     if checkpoint:
         check_file(checkpoint, 'checkpoint')
-        ckpt = load_checkpoint(model, checkpoint, map_location='cpu',
-                               revise_keys=[])
-        meta = (ckpt or {}).get('meta', {}) if isinstance(ckpt, dict) else {}
-        if meta.get('dataset_meta'):
+        ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
+        if not isinstance(ckpt, dict):
+            raise ConfigError(f'checkpoint "{checkpoint}" holds no state_dict')
+        state_dict = ckpt.get('state_dict', ckpt)
+        check_checkpoint_fits(model, state_dict, checkpoint, require_head)
+        load_state_dict(model, state_dict, strict=False)
+        meta = ckpt.get('meta') or {}
+        if isinstance(meta, dict) and meta.get('dataset_meta'):
             model.dataset_meta = meta['dataset_meta']
     return model.to(device).eval()
+
+
+def check_checkpoint_fits(model: nn.Module,
+                          state_dict: dict,
+                          checkpoint: str = 'checkpoint',
+                          require_head: bool = False) -> None:
+    """Refuse a ``state_dict`` whose tensors do not fit ``model``.
+
+    Args:
+        model (nn.Module): The model built from the config.
+        state_dict (dict): The checkpoint's ``state_dict`` (keys as in
+            ``model.state_dict()``).
+        checkpoint (str): The checkpoint's path, for the message.
+        require_head (bool): Also refuse a ``state_dict`` without the
+            model's ``head.*`` tensors. Defaults to False.
+
+    Raises:
+        ConfigError: On the first mismatched shape: one line with the key,
+            both shapes and, for a head tensor, both class counts.
+    """
+    own = model.state_dict()
+    mismatched = [(key, tuple(value.shape), tuple(own[key].shape))
+                  for key, value in state_dict.items()
+                  if key in own and hasattr(value, 'shape')
+                  and tuple(value.shape) != tuple(own[key].shape)]
+    if mismatched:
+        key, theirs, ours = mismatched[0]
+        msg = (f'checkpoint "{checkpoint}" does not fit the model built from '
+               f'the config: {key} has shape {list(theirs)} in the checkpoint'
+               f' and {list(ours)} in the model')
+        head_classes = getattr(getattr(model, 'head', None), 'num_classes',
+                               None)
+        if key.startswith('head.') and theirs and ours and \
+                ours[0] == head_classes:
+            msg += (f' (the checkpoint has {theirs[0]} classes, the config\'s '
+                    f'model.head.num_classes is {head_classes})')
+        if len(mismatched) > 1:
+            msg += f'; {len(mismatched) - 1} more tensor(s) differ'
+        raise ConfigError(msg)
+    if require_head:
+        missing = [k for k in own if k.startswith('head.')
+                   and k not in state_dict]
+        if missing:
+            raise ConfigError(
+                f'checkpoint "{checkpoint}" has no weights for '
+                f'{", ".join(missing)}: the model\'s head would be random')
 
 
 def build_test_dataloader(cfg: Config,
