@@ -14,9 +14,12 @@ from mmgfn.models import (NeighborAdversarialDataPreprocessor,
 from mmgfn.models.utils import NeighborTable
 from mmgfn.registry import MODELS, TRANSFORMS
 
+# configs/robustness/ inherit these and change test_cfg only (their loop
+# settings are checked in test_robustness_loop.py)
 CONFIGS = sorted(
     p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'),
-                         recursive=True) if '_base_' not in p)
+                         recursive=True)
+    if '_base_' not in p and f'{osp.sep}robustness{osp.sep}' not in p)
 IN1K = [p for p in CONFIGS if p.endswith('_in1k.py') or '_in1k-' in p]
 
 

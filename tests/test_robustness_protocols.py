@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import (DIGITS_CONFIG, build_digits_model, digits_options,
-                      hand_flip_rates, load_tool, make_image, run_tool,
+                      hand_flip_rates, make_image, run_tool,
                       save_checkpoint, write_image_folder, write_videos)
 from mmengine.config import Config
 
 from mmgfn.datasets import load_wnids
+from mmgfn.utils.preflight import ConfigError
 
 TOOL = 'tools/test_robustness.py'
 
@@ -214,7 +215,7 @@ def test_imagenet_p_difficulty_folders_are_summarised(tmp_path):
 
 
 def test_imagenet_p_refuses_mixed_difficulties(tmp_path):
-    tool = load_tool(TOOL, 'test_robustness_protocols_tool')
+    from mmgfn.evaluation import robustness_sweep as tool
     root = tmp_path / 'imagenet-p'
     for name in ('gaussian_noise_2', 'gaussian_noise_3', 'translate'):
         os.makedirs(root / name)
@@ -223,13 +224,13 @@ def test_imagenet_p_refuses_mixed_difficulties(tmp_path):
         suite='imagenet-p', corruptions=['gaussian_noise_2', 'translate'],
         severities=None, corrupted_root=None, data_root=str(root), step=1,
         alexnet_fp=False, test_pipeline='config')
-    with pytest.raises(tool.ConfigError, match='gaussian_noise_2: 2, '
+    with pytest.raises(ConfigError, match='gaussian_noise_2: 2, '
                        'translate: 1'):
         tool.Suite(args, cfg)
     args.step = 2
     assert tool.Suite(args, cfg).difficulty == 2
     args.corruptions = ['gaussian_noise_2', 'gaussian_noise_3']
-    with pytest.raises(tool.ConfigError, match='mix difficulties'):
+    with pytest.raises(ConfigError, match='mix difficulties'):
         tool.Suite(args, cfg)
 
 

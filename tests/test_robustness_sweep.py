@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import (DIGITS_CONFIG, digits_options, load_tool, make_image,
+from conftest import (DIGITS_CONFIG, digits_options, make_image,
                       run_tool, train_digits, write_coco, write_det_config)
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
@@ -218,7 +218,7 @@ def test_plots_name_model_suite_and_partial(baseline_run, trained):
 
 
 def test_severity_plot_separates_19_corruptions_and_baselines():
-    tool = load_tool(TOOL, 'test_robustness_sweep_module')
+    from mmgfn.visualization import severity_figure
     names = list(ALL_CORRUPTIONS)
     assert len(names) == 19
     cells = {('clean', 0): 0.1}
@@ -227,8 +227,8 @@ def test_severity_plot_separates_19_corruptions_and_baselines():
         for s in (1, 2, 3, 4, 5):
             cells[(c, s)] = 0.1 + 0.15 * s
             base[(c, s)] = 0.2 + 0.15 * s  # every corruption the same
-    fig = tool.severity_figure(names, [1, 2, 3, 4, 5], cells, base,
-                               'top-1 error', 'model.py / a.pth, corrupt')
+    fig = severity_figure(names, [1, 2, 3, 4, 5], cells, base,
+                          'top-1 error', 'model.py / a.pth, corrupt')
     ax = fig.axes[0]
     assert 'model.py / a.pth, corrupt' in ax.get_title()
     assert list(ax.get_xticks()) == [0, 1, 2, 3, 4, 5]

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import (DIGITS_CONFIG, build_digits_model, digits_options,
-                      hand_flip_rates, load_tool, make_image, pythonpath_env,
-                      run_tool, save_checkpoint, train_digits, write_videos)
+                      hand_flip_rates, make_image, pythonpath_env, run_tool,
+                      save_checkpoint, train_digits, write_videos)
 from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 
 from mmgfn.datasets import ImageNetC, load_wnids
+from mmgfn.utils.preflight import ConfigError
 
 TOOL = 'tools/test_robustness.py'
 ALEXNET_FOG, ALEXNET_GAUSSIAN_NOISE = 0.819324, 0.886428
@@ -51,8 +52,9 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def tool():
-    """tools/test_robustness.py imported as a module (for its checks)."""
-    return load_tool(TOOL, 'test_robustness_tool_module')
+    """The sweep's checks (:mod:`mmgfn.evaluation.robustness_sweep`)."""
+    from mmgfn.evaluation import robustness_sweep
+    return robustness_sweep
 
 
 @pytest.fixture(scope='module')
@@ -214,14 +216,14 @@ def test_missing_folders_and_class_counts_are_checked_first(
     assert suite.cells == [('clean', 0), ('fog', 1)]
 
     cfg.model.head.num_classes = 10
-    with pytest.raises(tool.ConfigError,
+    with pytest.raises(ConfigError,
                        match='has 4 classes.*model.head.num_classes is 10'):
         tool.check_num_classes(trained['ckpt'], cfg, 'checkpoint')
     cfg.model.head.num_classes = 4
     assert tool.check_num_classes(trained['ckpt'], cfg, 'checkpoint') == 4
     # the ImageNet-A/R logit mask needs a 1000-way classifier
     for name in ('imagenet-a', 'imagenet-r'):
-        with pytest.raises(tool.ConfigError,
+        with pytest.raises(ConfigError,
                            match='keeps 200 of the 1000 logits.* 4 classes'):
             tool.check_dataset_classes(4, SimpleNamespace(name=name), None)
     tool.check_dataset_classes(1000, SimpleNamespace(name=name), None)
@@ -229,7 +231,7 @@ def test_missing_folders_and_class_counts_are_checked_first(
     root = str(tmp_path / 'imagenet-c')
     _write_images(osp.join(root, 'fog', '1', 'n01440764'), 1)
     dataset = ImageNetC(root, 'fog', 1)
-    with pytest.raises(tool.ConfigError, match='has 4 classes.*the '
+    with pytest.raises(ConfigError, match='has 4 classes.*the '
                        'imagenet-c dataset has 1000 classes'):
         tool.check_dataset_classes(4, SimpleNamespace(name='imagenet-c'),
                                    dataset)

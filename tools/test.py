@@ -1,5 +1,10 @@
 """Test (evaluate) a checkpoint (mmpretrain/mmdet conventions).
 
+A config whose ``test_cfg`` is ``mmgfn.RobustnessTestLoop`` (the configs in
+``configs/robustness/``) runs a robustness sweep instead: its results are
+written to the work dir (``cells.jsonl``, ``results.json``, ...) and its
+headline numbers are the metrics below.
+
 Besides the usual log, the metrics are written as JSON to
 ``<work_dir>/<timestamp>/metrics.json`` (or ``--out-metrics``) and printed
 as a last line ``metrics: {...}``.
@@ -13,6 +18,7 @@ import torch
 from mmengine.dist import is_main_process
 
 import mmgfn  # noqa: F401  checkpoint loading on torch >= 2.6
+from mmgfn.evaluation.robustness_sweep import is_robustness_loop
 from mmgfn.utils.compat import (float32_test_outputs,
                                 run_mmcv_cpu_ops_in_float32)
 from mmgfn.utils.cli import (add_common_args, build_runner,
@@ -53,6 +59,11 @@ def merge_args(cfg, args):
     if args.amp:
         cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)
     if args.out is not None:
+        if is_robustness_loop(cfg.get('test_cfg')):
+            raise ConfigError(
+                '--out does not apply to a robustness sweep (test_cfg is '
+                'mmgfn.RobustnessTestLoop): its cells and metrics are '
+                'written to the work dir (cells.jsonl, results.json)')
         if not args.out.endswith(('.pkl', '.pickle')):
             raise ConfigError('--out must be a .pkl or .pickle file, got '
                              f'"{args.out}"')
@@ -83,8 +94,11 @@ def main() -> None:
         return
     out = args.out_metrics or osp.join(runner.log_dir, 'metrics.json')
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-    metrics = {k: float(v) if hasattr(v, '__float__') else v
-               for k, v in metrics.items()}
+    metrics = {
+        k: float(v) if hasattr(v, '__float__') and not isinstance(v, bool)
+        else v
+        for k, v in metrics.items()
+    }
     with open(out, 'w', encoding='utf-8') as f:
         json.dump(metrics, f, indent=2)
     print(f'metrics: {json.dumps(metrics)}')

@@ -9,7 +9,7 @@ pass that collects pre-logits features, predictions and labels.
 Shape shorthand: ``N`` samples, ``C`` classes, ``D`` feature dimensions.
 """
 import copy
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from mmengine.config import Config
@@ -89,6 +89,33 @@ def load_classifier(cfg: Config,
     return model.to(device).eval()
 
 
+def shape_mismatches(model: nn.Module,
+                     state_dict: dict) -> List[Tuple[str, tuple, tuple]]:
+    """The tensors of ``state_dict`` whose shape differs from the model's.
+
+    Keys saved from a distributed wrapper (``module.`` prefix) are read
+    without it; keys the model does not have are ignored (mmengine loads
+    non-strictly).
+
+    Args:
+        model (nn.Module): The model (a wrapper's ``module`` is used).
+        state_dict (dict): A checkpoint's ``state_dict``.
+
+    Returns:
+        list[tuple[str, tuple, tuple]]: ``(key, checkpoint shape, model
+        shape)`` in the checkpoint's order.
+    """
+    own = getattr(model, 'module', model).state_dict()
+    mismatched = []
+    for key, value in state_dict.items():
+        key = key[len('module.'):] if key.startswith('module.') else key
+        if key in own and hasattr(value, 'shape') and \
+                tuple(value.shape) != tuple(own[key].shape):
+            mismatched.append((key, tuple(value.shape),
+                               tuple(own[key].shape)))
+    return mismatched
+
+
 def check_checkpoint_fits(model: nn.Module,
                           state_dict: dict,
                           checkpoint: str = 'checkpoint',
@@ -108,10 +135,7 @@ def check_checkpoint_fits(model: nn.Module,
             both shapes and, for a head tensor, both class counts.
     """
     own = model.state_dict()
-    mismatched = [(key, tuple(value.shape), tuple(own[key].shape))
-                  for key, value in state_dict.items()
-                  if key in own and hasattr(value, 'shape')
-                  and tuple(value.shape) != tuple(own[key].shape)]
+    mismatched = shape_mismatches(model, state_dict)
     if mismatched:
         key, theirs, ours = mismatched[0]
         msg = (f'checkpoint "{checkpoint}" does not fit the model built from '

@@ -159,8 +159,16 @@ def check_train_config(cfg: Config) -> None:
 
 def check_test_config(cfg: Config) -> None:
     """Preflight for ``tools/test.py``: the test dataset, then the
-    components (:func:`check_components`)."""
-    check_dataset_paths(cfg, ['test_dataloader'])
+    components (:func:`check_components`). A robustness sweep
+    (``test_cfg.type='mmgfn.RobustnessTestLoop'``) checks its settings,
+    its cells' folders and the test set only where a cell reads it
+    (:func:`mmgfn.evaluation.robustness_sweep.check_robustness_config`)."""
+    from mmgfn.evaluation.robustness_sweep import (check_robustness_config,
+                                                   is_robustness_loop)
+    if is_robustness_loop(cfg.get('test_cfg')):
+        check_robustness_config(cfg)
+    else:
+        check_dataset_paths(cfg, ['test_dataloader'])
     check_components(cfg, train=False)
 
 

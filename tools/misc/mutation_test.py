@@ -75,7 +75,7 @@ HOOK_PY = 'mmgfn/engine/hooks/background_roi_perturbation_hook.py'
 INFER_PY = 'mmgfn/apis/inference.py'
 CORRUPT_PY = 'mmgfn/datasets/transforms/corruption.py'
 METRICS_PY = 'mmgfn/evaluation/functional/robustness.py'
-TOOL_PY = 'tools/test_robustness.py'
+TOOL_PY = 'mmgfn/evaluation/robustness_sweep/suite.py'
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,9 @@ class KeepLogitsHook(Hook):
     model's ``head`` (an mmpretrain ``ClsHead`` or any head whose forward
     returns ``(N, C)`` logits and whose ``predict`` returns one data sample
     per input) on this model instance only; ``after_val`` / ``after_test``
-    restore it. Training is untouched. ``tools/test_robustness.py`` adds
-    the hook for the ImageNet-P and ImageNet-A/R suites.
+    restore it. Training is untouched. :class:`mmgfn.engine.
+    RobustnessTestLoop` adds the hook for the ImageNet-P and ImageNet-A/R
+    suites.
 
     Args:
         name (str): Data field that receives the logits. Defaults to

@@ -1,0 +1,352 @@
+"""A test loop that runs a robustness sweep (ImageNet-C/-P/-A/-R, X-C).
+
+The model is built and its checkpoint loaded once, by the Runner; the loop
+then evaluates one *cell* after another, each through mmengine's
+:class:`~mmengine.runner.TestLoop` with the cell's dataloader and evaluator
+(:class:`mmgfn.evaluation.robustness_sweep.Suite`), appends each finished
+cell to ``<work_dir>/cells.jsonl`` and finally writes the summary, the
+tables and the plots. Use it from any classifier or detector config::
+
+    _base_ = ['mmgfn::gfn_vit-b_in1k.py',
+              'mmgfn::robustness/_base_/imagenet-c.py']
+    test_cfg = _base_.robustness_test_cfg
+
+and run ``tools/test.py CONFIG CHECKPOINT`` or ``tools/dist_test.sh CONFIG
+CHECKPOINT N``; ``tools/test_robustness.py`` sets the same loop from its
+flags, and :func:`mmgfn.apis.test_robustness` runs it on a built model.
+
+Distributed runs evaluate each cell on all ranks (mmengine's sampler splits
+the cell's images, the evaluator gathers the results), so every rank holds
+the same cell metrics and summary; only rank 0 writes files.
+"""
+import copy
+import hashlib
+import json
+import os
+import os.path as osp
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from mmengine.dist import broadcast_object_list, is_main_process
+from mmengine.logging import print_log
+from mmengine.runner import BaseLoop, TestLoop
+
+from mmgfn.evaluation.functional import IncompleteResultsError
+from mmgfn.evaluation.robustness_sweep import (RobustnessSettings, Suite,
+                                               bad_input_message,
+                                               cell_record, check_baseline,
+                                               check_dataset_classes,
+                                               check_num_classes,
+                                               check_state_shapes,
+                                               derive_quantity, has_resize,
+                                               head_rows,
+                                               load_baseline_results,
+                                               read_cells, summarize,
+                                               write_reports)
+from mmgfn.registry import LOOPS
+from mmgfn.utils.preflight import ConfigError, check_file
+
+#: Summary keys returned by :meth:`RobustnessTestLoop.run` (when present),
+#: besides the detection ``P_*`` / ``mPC_*`` / ``rPC_*`` keys.
+HEADLINE_KEYS = ('partial', 'mean_corruption_error', 'mCE_alexnet',
+                 'relative_mCE_alexnet', 'mCE_vs_baseline',
+                 'relative_mCE_vs_baseline', 'mean_FP', 'mean_T5D', 'mFR',
+                 'mFR_alexnet', 'top1')
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """``'weights:<ModelClass>:<sha256>'``: the identity of weights held in
+    memory (the state dict and the non-persistent buffers, e.g. a data
+    preprocessor's mean and std), for the resume key of a sweep run on a
+    built model without a checkpoint file."""
+    model = getattr(model, 'module', model)
+    digest = hashlib.sha256()
+    state = dict(model.state_dict())
+    # non-persistent buffers too (a data preprocessor's mean and std)
+    state.update({f'buffer:{k}': v for k, v in model.named_buffers()
+                  if k not in state})
+    for key, value in state.items():
+        digest.update(key.encode('utf-8'))
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(str(tensor.dtype).encode('utf-8'))
+            digest.update(str(tuple(tensor.shape)).encode('utf-8'))
+            digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes()
+                          if tensor.numel() else b'')
+    return f'weights:{type(model).__name__}:{digest.hexdigest()}'
+
+
+@LOOPS.register_module()
+class RobustnessTestLoop(BaseLoop):
+    """Evaluate a model on every cell of a robustness suite.
+
+    Built by the Runner from ``test_cfg = dict(type='mmgfn.
+    RobustnessTestLoop', suite=..., ...)``; ``test_dataloader`` and
+    ``test_evaluator`` are the clean test set and its metric, from which
+    each cell's dataloader and evaluator are derived (corrupted on the fly
+    or read from the suite's folders). Arguments other than the ones below
+    are the fields of
+    :class:`~mmgfn.evaluation.robustness_sweep.RobustnessSettings`
+    (``suite``, ``corruptions``, ``severities``, ``data_root``,
+    ``corrupted_root``, ``step``, ``alexnet_fp``, ``test_pipeline``,
+    ``baseline_checkpoint``, ``baseline_results``, ``baseline_clean_error``,
+    ``metric_key``, ``allow_partial``).
+
+    Resuming: a cell whose key (:meth:`Suite.cell_key`) is in
+    ``<work_dir>/cells.jsonl`` is not evaluated again; its quantity is read
+    from the stored metrics. Checks before any cell: the checkpoint's head
+    rows against ``model.head.num_classes``, every checkpoint tensor's shape
+    against the built model, the data's class count.
+
+    Outputs in the work dir: ``cells.jsonl``, ``results.json``,
+    ``results.csv``, ``results.md`` and PNG plots
+    (:func:`mmgfn.evaluation.robustness_sweep.write_reports`).
+
+    Args:
+        runner (Runner): The Runner.
+        dataloader (dict): The ``test_dataloader`` config (not a built
+            DataLoader: each cell builds its own).
+        evaluator (dict | list): The ``test_evaluator`` config.
+        fp16 (bool): Run the cells under autocast. Defaults to False.
+        checkpoint (str, optional): The weights evaluated, for the resume
+            key and the reports. Defaults to the Runner's ``load_from``;
+            without either, the loaded weights' fingerprint
+            (:func:`weights_fingerprint`).
+        **settings: The sweep settings (see above).
+
+    Returns (of :meth:`run`):
+        dict: The headline numbers of the summary (:data:`HEADLINE_KEYS`
+        and the detection ``P_*`` / ``mPC_*`` / ``rPC_*``); the whole
+        results are in :attr:`results`.
+
+    Raises:
+        ConfigError: Settings or data that cannot give the sweep's numbers,
+            in one line; a refused summary (cells missing without
+            ``allow_partial``) after the reports are written.
+    """
+
+    def __init__(self,
+                 runner,
+                 dataloader: dict,
+                 evaluator: Any,
+                 fp16: bool = False,
+                 checkpoint: Optional[str] = None,
+                 **settings) -> None:
+        self._runner = runner
+        if not isinstance(dataloader, dict):
+            raise ConfigError(
+                'RobustnessTestLoop derives each cell\'s dataloader from the '
+                'test_dataloader config; give a dict, not a built '
+                f'{type(dataloader).__name__}')
+        try:
+            self.settings = RobustnessSettings(**settings)
+        except TypeError as exc:
+            raise ConfigError(f'test_cfg of RobustnessTestLoop: {exc}') \
+                from exc
+        self.settings.check()
+        self.fp16 = bool(fp16)
+        self.checkpoint = checkpoint
+        cfg = runner.cfg
+        self.suite = Suite(
+            self.settings,
+            dict(test_dataloader=dataloader,
+                 test_evaluator=evaluator,
+                 default_scope=cfg.get('default_scope'),
+                 model=cfg.get('model'),
+                 data_preprocessor=cfg.get('data_preprocessor')),
+            fp16=self.fp16)
+        # the cell being evaluated (hooks read runner.test_loop.dataloader)
+        self.dataloader = None
+        self.evaluator = None
+        self.results: Optional[dict] = None
+        if self.suite.name in ('imagenet-p', 'imagenet-a', 'imagenet-r') \
+                and not any(type(h).__name__ == 'KeepLogitsHook'
+                            for h in runner.hooks):
+            # FlipRate / SubsetAccuracy rank the logits, as the references
+            runner.register_hook(dict(type='mmgfn.KeepLogitsHook'))
+
+    # ---------------------------------------------------------------- run ---
+    def run(self) -> dict:
+        """Evaluate the unfinished cells, summarise and write the reports."""
+        runner, settings, suite = self.runner, self.settings, self.suite
+        model_cfg = runner.cfg if isinstance(runner.cfg.get('model'),
+                                             dict) else {}
+        checkpoint = self.checkpoint or runner._load_from
+        if checkpoint:
+            check_file(checkpoint, 'checkpoint')
+            rows = (check_num_classes(checkpoint, model_cfg, 'checkpoint')
+                    if model_cfg else None)
+            check_state_shapes(checkpoint, runner.model, runner.cfg,
+                               'checkpoint')
+            rows = rows if rows is not None else head_rows(
+                runner.model.state_dict())
+            checkpoint_key = osp.abspath(checkpoint)
+        else:
+            rows = head_rows(runner.model.state_dict())
+            checkpoint_key = weights_fingerprint(runner.model)
+        if suite.name in ('imagenet-a', 'imagenet-r'):
+            check_dataset_classes(rows, suite, None)
+        baseline_records = None
+        if settings.baseline_results:
+            baseline_records = load_baseline_results(
+                settings.baseline_results, suite, settings.metric_key)
+        base = settings.baseline_checkpoint
+        if base:
+            base_rows = (check_num_classes(base, model_cfg,
+                                           'baseline checkpoint')
+                         if model_cfg else None)
+            if model_cfg and base_rows != rows:
+                raise ConfigError(
+                    f'the checkpoint has {rows} classes but the baseline '
+                    f'checkpoint has {base_rows}')
+            check_state_shapes(base, runner.model, runner.cfg,
+                               'baseline checkpoint')
+
+        cells_file = osp.join(runner.work_dir, 'cells.jsonl')
+        state = [read_cells(cells_file) if is_main_process() else None]
+        broadcast_object_list(state)
+        finished = {r['cell_key']: r for r in state[0] if r.get('cell_key')}
+
+        main = self._run_cells('main', checkpoint_key, rows, finished,
+                               cells_file)
+        if base:
+            kept = None if checkpoint else {
+                k: v.detach().clone()
+                for k, v in runner.model.state_dict().items()
+            }
+            runner.load_checkpoint(base, map_location='cpu')
+            try:
+                baseline_records = self._run_cells(
+                    'baseline', osp.abspath(base), rows, finished,
+                    cells_file)
+            finally:  # the model leaves the loop with its own weights
+                if kept is not None:
+                    getattr(runner.model, 'module',
+                            runner.model).load_state_dict(kept)
+                else:
+                    runner.load_checkpoint(checkpoint, map_location='cpu')
+        check_baseline(main, baseline_records, base or
+                       settings.baseline_results)
+        return self._report(main, baseline_records, rows, checkpoint_key,
+                            cells_file)
+
+    def _report(self, main: List[dict], baseline: Optional[List[dict]],
+                rows: Optional[int], checkpoint: str,
+                cells_file: str) -> dict:
+        """Summarise, write the reports (rank 0) and return the headline."""
+        suite = self.suite
+        refusal, summary = None, None
+        try:
+            summary = summarize(suite, main, baseline, rows)
+        except IncompleteResultsError as exc:
+            refusal = (f'{exc}. The {len(main)} finished cells are kept '
+                       f'in {cells_file}; pass --allow-partial '
+                       '(allow_partial=True) to summarise them (labelled '
+                       'partial)')
+            refusal = refusal.replace(
+                '; pass allow_partial=True to summarise the covered cells '
+                '(the result is labelled partial)', '').replace(
+                    '; pass allow_partial=True to summarise the covered '
+                    'ones', '')
+        except ValueError as exc:
+            refusal = f'no summary: {exc}'
+        config = self.runner.cfg.filename or type(
+            getattr(self.runner.model, 'module', self.runner.model)).__name__
+        self.results = write_reports(
+            self.runner.work_dir if is_main_process() else None,
+            suite, main, baseline, summary, refusal, config=config,
+            checkpoint=checkpoint)
+        if refusal:
+            raise ConfigError(refusal)
+        headline = {k: summary[k] for k in HEADLINE_KEYS if k in summary}
+        headline.update({k: v for k, v in summary.items()
+                         if k[:2] in ('P_', 'mP', 'rP')})
+        return headline
+
+    # -------------------------------------------------------------- cells ---
+    def _run_cells(self, role: str, checkpoint: str, rows: Optional[int],
+                   finished: Dict[str, dict], cells_file: str) -> List[dict]:
+        """Evaluate the unfinished cells with the runner's current weights.
+
+        A cell is finished when ``cells.jsonl`` holds a record with its
+        :meth:`Suite.cell_key`; its quantity is read again from the stored
+        metrics with the current ``metric_key``.
+        """
+        suite, metric_key = self.suite, self.settings.metric_key
+        records, pending, keys = [], [], {}
+        stale = {(r.get('role'), r.get('corruption'), r.get('severity'))
+                 for r in finished.values()}
+        for cell in suite.cells:
+            keys[cell] = suite.cell_key(cell, role, checkpoint)
+            if keys[cell] in finished:
+                record = copy.deepcopy(finished[keys[cell]])
+                records.append(
+                    derive_quantity(record, metric_key, suite, cells_file))
+            else:
+                pending.append(cell)
+        skipped = len(suite.cells) - len(pending)
+        changed = sum((role, *cell) in stale for cell in pending)
+        print_log(
+            f'{role} model: skipping {skipped} finished cells, '
+            f'{len(pending)} to evaluate' +
+            (f' ({changed} of them finished before with another checkpoint '
+             'or configuration)' if changed else ''), logger='current')
+        if pending:
+            from tqdm import tqdm
+            bar = tqdm(total=len(pending), unit='cell',
+                       disable=not is_main_process(), file=sys.stderr)
+            try:
+                for cell in pending:
+                    bar.set_description(f'{role} {suite.cell_name(cell)}')
+                    records.append(self._run_cell(
+                        cell, role, checkpoint, rows, keys[cell],
+                        cells_file))
+                    bar.update(1)
+            finally:
+                bar.close()
+        order = {cell: i for i, cell in enumerate(suite.cells)}
+        records.sort(key=lambda r: order[(r['corruption'], r['severity'])])
+        return records
+
+    def _run_cell(self, cell: Sequence, role: str, checkpoint: str,
+                  rows: Optional[int], key: str, cells_file: str) -> dict:
+        """Evaluate one cell through mmengine's TestLoop and append its
+        record to ``cells.jsonl`` at once."""
+        suite, runner = self.suite, self.runner
+        name = suite.cell_name(cell)
+        loader, evaluator = suite.build(cell)
+        if suite.name in ('imagenet-c', 'imagenet-p') and cell[1] != 0 \
+                and not getattr(self, '_warned_resize', False) \
+                and has_resize(loader['dataset'].get('pipeline', [])):
+            print_log(
+                f'the test pipeline resizes the {suite.name} images; the '
+                'reference evaluation only center-crops them to 224 '
+                '(--test-pipeline reference)',
+                logger='current', level=30)
+            self._warned_resize = True
+        try:
+            loop = TestLoop(runner, loader, evaluator, fp16=self.fp16)
+        except (FileNotFoundError, ValueError) as exc:
+            raise ConfigError(f'cell {name}: {exc}') from exc
+        self.dataloader, self.evaluator = loop.dataloader, loop.evaluator
+        check_dataset_classes(rows, suite, loop.dataloader.dataset)
+        try:
+            metrics = loop.run()
+        except Exception as exc:  # noqa: BLE001
+            msg = bad_input_message(exc)
+            if not msg:
+                raise
+            raise ConfigError(f'cell {name}: {msg}') from exc
+        record = cell_record(cell, metrics, self.settings.metric_key, role,
+                             checkpoint, suite, len(loop.dataloader.dataset),
+                             key)
+        if is_main_process():
+            with open(cells_file, 'a', encoding='utf-8') as f:
+                f.write(json.dumps(record) + '\n')
+                f.flush()
+                os.fsync(f.fileno())
+        print_log(
+            f'cell {name} ({role}): {record["quantity"]} = '
+            f'{record["value"]:.4f}', logger='current')
+        return record

@@ -1,0 +1,29 @@
+"""The robustness sweep: suites and cells (:mod:`.suite`), cell records
+(:mod:`.cells`), checks before the first cell (:mod:`.checks`), summaries
+(:mod:`.summary`) and reports (:mod:`.report`). The loop that runs it is
+:class:`mmgfn.engine.RobustnessTestLoop`; its plots are in
+:mod:`mmgfn.visualization.robustness_plots`."""
+from .cells import (bad_input_message, cell_record, derive_quantity,
+                    error_counts, is_classification, pick_metric, read_cells)
+from .checks import (check_dataset_classes, check_num_classes,
+                     check_robustness_config, check_state_shapes,
+                     checkpoint_num_classes, head_rows, is_robustness_loop)
+from .report import (cells_for_json, pipeline_text, write_csv,
+                     write_markdown, write_reports)
+from .suite import (CLEAN, SUITE_DATASETS, SUITES, RobustnessSettings, Suite,
+                    checkpoint_id, has_resize)
+from .summary import (DETECTION_METRICS, PAPER_DETECTION_METRIC,
+                      cell_values, check_baseline, load_baseline_results,
+                      summarize)
+
+__all__ = [
+    'CLEAN', 'DETECTION_METRICS', 'PAPER_DETECTION_METRIC', 'SUITES',
+    'SUITE_DATASETS', 'RobustnessSettings', 'Suite', 'bad_input_message',
+    'cell_record', 'cell_values', 'cells_for_json', 'check_baseline',
+    'check_dataset_classes', 'check_num_classes', 'check_robustness_config',
+    'check_state_shapes', 'checkpoint_id', 'checkpoint_num_classes',
+    'derive_quantity', 'error_counts', 'has_resize', 'head_rows',
+    'is_classification', 'is_robustness_loop', 'load_baseline_results',
+    'pick_metric', 'pipeline_text', 'read_cells', 'summarize', 'write_csv',
+    'write_markdown', 'write_reports'
+]
