@@ -1,6 +1,7 @@
 """tools/build_neighbors.py and the analysis tools on a trained tiny model."""
 import json
 import os.path as osp
+import re
 
 import numpy as np
 import pytest
@@ -182,6 +183,24 @@ def test_heatmap_refuses_class_count_mismatch(trained, neighbors):
         analyse(ckpt, flags=['--embeddings', emb5])
     assert f'embeddings file "{emb5}" has 5' in str(err.value)
     assert 'checkpoint) has 4' in str(err.value)
+    # the same 4 classes in another order: row c is not class c
+    swapped = str(root / 'emb_swapped.pth')
+    torch.save(dict(embeddings=torch.rand(4, 8), classes=[
+        'class_1', 'class_0', 'class_2', 'class_3']), swapped)
+    with pytest.raises(ConfigError, match=re.escape(
+            "class names disagree: class 0 is 'class_0' in the "
+            "checkpoint's dataset_meta classes but 'class_1' in embeddings "
+            f'file "{swapped}"')):
+        analyse(ckpt, flags=['--embeddings', swapped])
+    ranks = load_tool(RANKS, 'similarity_rank_histogram')
+    with pytest.raises(ConfigError, match=re.escape(
+            "class names disagree: class 0 is 'class_0' in the test "
+            f"dataset but 'class_1' in embeddings file \"{swapped}\"")):
+        ranks.analyse(ranks.parse_args([
+            DIGITS_CONFIG, ckpt, '--corruptions', 'fog', '--embeddings',
+            swapped, '--num-workers', '0', '--out-dir',
+            str(root / 'unused'), '--cfg-options',
+            *digits_options(data_root)]))
     # through the command line: one line, exit status 2
     proc = run_tool([
         HEATMAP, DIGITS_CONFIG, ckpt, '--num-workers', '0', '--out-dir',

@@ -5,6 +5,7 @@ caller, bad input; resuming and stopping on the ImageNet-C recipe path too."""
 import json
 import os
 import os.path as osp
+import re
 import signal
 import subprocess
 import sys
@@ -63,8 +64,8 @@ def test_tool_layout_and_pixels_equal_the_transform(tmp_path):
         osp.relpath(osp.join(r, n), out) for r, _, files in os.walk(out)
         for n in files)
     assert written == sorted(
-        osp.join(c, str(s), rel) for c in corruptions for s in (1, 3)
-        for rel in rels)
+        [osp.join(c, str(s), rel) for c in corruptions for s in (1, 3)
+         for rel in rels] + ['generation.json'])
     for corruption in corruptions:
         for rel in rels:
             path = corrupted_image_path(out, corruption, 3, rel)
@@ -110,6 +111,38 @@ def test_resume_skips_finished_files(tmp_path):
         severities=[2, 5], workers=2, progress=False)
     assert (third.written, third.skipped) == (6, 12)
     assert 'with 2 worker(s)' in third.line()
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    """The files of a folder keep the settings they were made with: a rerun
+    with another seed, format, seed root or source would mix two kinds of
+    images under one name, so it is refused, naming what differs, and
+    writes nothing; the same settings resume."""
+    src, out = str(tmp_path / 'images'), str(tmp_path / 'out')
+    write_sources(src)
+    kwargs = dict(corruptions=['fog'], severities=[2], progress=False)
+    assert generate_corrupted_images(src, out, **kwargs).written == 3
+    with open(osp.join(out, 'generation.json')) as f:
+        record = json.load(f)
+    assert record == dict(color_type='color', jpeg_quality=None, seed=0,
+                          source=osp.abspath(src), seed_path_root=src)
+    before = sorted(os.listdir(osp.join(out, 'fog', '2')))
+    for change, what in ((dict(seed=1), 'seed: 0 there, 1 now'),
+                         (dict(jpeg_quality=85),
+                          'jpeg_quality: None there, 85 now'),
+                         (dict(seed_path_root='data/x'), 'seed_path_root'),
+                         (dict(corruptions=['snow'], seed=2),
+                          'seed: 0 there, 2 now')):
+        with pytest.raises(ConfigError, match=re.escape(what)):
+            generate_corrupted_images(src, out, **dict(kwargs, **change))
+    assert not osp.exists(osp.join(out, 'snow'))
+    assert sorted(os.listdir(osp.join(out, 'fog', '2'))) == before
+    other = str(tmp_path / 'other')
+    write_sources(other)
+    with pytest.raises(ConfigError, match='source: '):
+        generate_corrupted_images(other, out, **kwargs)
+    again = generate_corrupted_images(src, out, **kwargs)
+    assert (again.written, again.skipped) == (0, 3)
 
 
 def test_ann_file_seed_root_color_type_and_jpeg(tmp_path):
@@ -243,12 +276,14 @@ def test_resume_redoes_incomplete_outputs_and_removes_stale_parts(tmp_path):
     assert not osp.exists(stale) and osp.exists(live)
     os.remove(live)
 
-    # another output format: the .jpg/.JPG sources' PNG files are redone as
-    # JPEG, the .PNG source's files are complete PNGs and kept
-    jpeg = generate_corrupted_images(src, out, jpeg_quality=85, **kwargs)
-    assert (jpeg.written, jpeg.skipped, jpeg.redone) == (4, 2, 4)
+    # a file of another format than the run writes (here: one from a
+    # folder made before settings records, or copied in) is redone
+    with open(cut, 'wb') as f:
+        f.write(b'\xff\xd8\xff\xe0' + b'\x00' * 16 + b'\xff\xd9')
+    again = generate_corrupted_images(src, out, **kwargs)
+    assert (again.written, again.skipped, again.redone) == (1, 5, 1)
     with open(cut, 'rb') as f:
-        assert f.read(3) == b'\xff\xd8\xff'
+        assert f.read() == originals[cut]
 
 
 def _stop_at_a_full_disk(generate, src, out, rel, kwargs):
@@ -279,7 +314,8 @@ def test_full_disk_stops_at_the_first_failed_write(tmp_path):
                   progress=False)
     left = _stop_at_a_full_disk(generate_corrupted_images, src, out,
                                 rels[0], kwargs)
-    assert left == []  # no other image written, the temporary file removed
+    # no image written, the temporary file removed; the settings record
+    assert left == ['generation.json']
 
     # space freed: the same call writes everything
     assert generate_corrupted_images(src, out, **kwargs).written == 12
@@ -351,8 +387,8 @@ def test_workers_do_not_outlive_a_killed_parent(tmp_path):
     try:
         deadline = time.time() + 120
         while time.time() < deadline:  # workers started and writing
-            if osp.isdir(out) and any(
-                    files for _, _, files in os.walk(out)):
+            if osp.isdir(out) and any(  # an image, not the record
+                    files for r, _, files in os.walk(out) if r != out):
                 break
             time.sleep(0.2)
         pids = _descendants(proc.pid)

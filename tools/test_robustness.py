@@ -36,7 +36,8 @@ from mmengine.dist import is_main_process
 
 import mmgfn  # noqa: F401  checkpoint loading on torch >= 2.6
 from mmgfn.evaluation.robustness_sweep import SUITES, check_robustness_config
-from mmgfn.utils.cli import (add_common_args, build_runner, load_config,
+from mmgfn.utils.cli import (add_common_args, build_runner,
+                             fix_persistent_workers, load_config,
                              parse_tool_args, run_cli, set_work_dir,
                              setup_cpu_distributed)
 from mmgfn.utils.preflight import check_file
@@ -140,6 +141,7 @@ def sweep_config(args: argparse.Namespace):
                 'param_scheduler', 'resume'):
         cfg[key] = None
     cfg.load_from = args.checkpoint
+    fix_persistent_workers(cfg)
     return cfg
 
 

@@ -130,6 +130,37 @@ def check_class_counts(counts: Dict[str, Optional[int]]) -> int:
     return next(iter(known.values()), 0)
 
 
+def check_class_names(names: Dict[str, Optional[Sequence[str]]]) -> None:
+    """Refuse class-name lists that disagree, in order, with one line.
+
+    An embeddings file's row ``c`` is compared with the dataset's label
+    ``c``: a file saved for the same classes in another order (or for other
+    classes of the same count) would give wrong ranks without any error, so
+    the lists must be equal, position by position.
+
+    Args:
+        names (dict): ``{what: [class names]}``; None or empty values
+            (source without names) are skipped.
+
+    Raises:
+        ConfigError: Naming both sources and the first position where they
+            differ.
+    """
+    known = [(what, [str(n) for n in lst]) for what, lst in names.items()
+             if lst]
+    for (what_a, a), (what_b, b) in zip(known, known[1:]):
+        if a == b:
+            continue
+        i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y),
+                 min(len(a), len(b)))
+        at_a = repr(a[i]) if i < len(a) else 'nothing'
+        at_b = repr(b[i]) if i < len(b) else 'nothing'
+        raise ConfigError(
+            f'class names disagree: class {i} is {at_a} in {what_a} but '
+            f'{at_b} in {what_b} (the lists must be the same, in the same '
+            'order)')
+
+
 def class_labels(num_classes: int,
                  *candidates: Optional[Sequence[str]]) -> List[str]:
     """Display labels of ``C`` classes: the first of ``candidates`` (lists

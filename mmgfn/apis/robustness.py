@@ -18,6 +18,8 @@ with the config's ``test_dataloader`` and ``test_evaluator`` and runs
 numbers are the same as ``tools/test_robustness.py`` writes.
 """
 import copy
+import time
+import uuid
 from typing import Optional, Union
 
 from mmengine.config import Config
@@ -62,23 +64,28 @@ def run_robustness_sweep(model: nn.Module,
             folders, a refused summary after the reports are written).
     """
     import mmgfn.engine  # noqa: F401  registers RobustnessTestLoop
-    if isinstance(cfg, str):
-        cfg = Config.fromfile(cfg)
+    from mmgfn.utils.cli import fix_persistent_workers
+    cfg = Config.fromfile(cfg) if isinstance(cfg, str) else copy.deepcopy(
+        cfg)
+    fix_persistent_workers(cfg)
     runner = Runner(
         model=model,
         work_dir=work_dir,
-        test_dataloader=copy.deepcopy(cfg.test_dataloader),
-        test_evaluator=copy.deepcopy(cfg.test_evaluator),
+        test_dataloader=cfg.test_dataloader,
+        test_evaluator=cfg.test_evaluator,
         test_cfg=dict(
             type='mmgfn.RobustnessTestLoop',
             checkpoint=checkpoint,
             fp16=fp16,
             **settings),
         default_scope=cfg.get('default_scope', 'mmgfn'),
-        env_cfg=copy.deepcopy(cfg.get('env_cfg', dict(
-            dist_cfg=dict(backend='nccl')))),
-        custom_hooks=copy.deepcopy(cfg.get('custom_hooks')),
-        log_level=cfg.get('log_level', 'INFO'))
+        env_cfg=cfg.get('env_cfg', dict(dist_cfg=dict(backend='nccl'))),
+        custom_hooks=cfg.get('custom_hooks'),
+        log_level=cfg.get('log_level', 'INFO'),
+        # unique: mmengine keys its logger and scope by this name, and two
+        # calls within a second would share the first call's log file
+        experiment_name=f'robustness_{time.strftime("%Y%m%d_%H%M%S")}_'
+        f'{uuid.uuid4().hex[:8]}')
     training = model.training
     try:
         runner.test()

@@ -27,8 +27,11 @@ instead re-encodes sources with a ``.jpg``/``.jpeg`` name as JPEG, as
 ImageNet-C's files are: smaller, but the re-encoding changes pixels (and
 ``jpeg_compression`` is then compressed twice).
 
-Resuming: each file is written to ``<name>.<pid>.part`` and renamed into
-place. A rerun skips an output only if it passes a marker check: it starts
+Resuming: a run writes its settings (seed, seed path root, source folder,
+format) to ``generation.json`` at the output's root (a recipe: its record
+file) before any image, and a rerun with other settings is refused instead
+of mixing old and new files. Each file is written to ``<name>.<pid>.part``
+and renamed into place. A rerun skips an output only if it passes a marker check: it starts
 with the signature of the format this run writes (PNG, or JPEG for
 ``jpeg_quality``) and ends with that format's end marker (PNG's ``IEND``
 chunk, JPEG's ``FFD9``). A 0-byte or cut-short file (e.g. written by a copy
@@ -568,8 +571,8 @@ def generate_corrupted_images(
         raise ConfigError(f'output folder "{out_dir}" is inside the image '
                           f'folder "{src_dir}"; choose another one')
     rels = list_source_images(src_dir, ann_file)
-    if recipe is not None:
-        _write_record(out_dir, recipe, seed, src_dir)
+    _write_record(out_dir, recipe, seed, src_dir, seed_path_root,
+                  color_type, jpeg_quality)
 
     summary = GenerationSummary(workers=workers)
     summary.removed_parts = remove_stale_parts(out_dir, corruptions,
@@ -617,12 +620,58 @@ def generate_corrupted_images(
     return summary
 
 
-def _write_record(out_dir: str, recipe: OutputRecipe, seed: int,
-                  src_dir: str) -> None:
-    """Write ``<out_dir>/<recipe.record_file>``: the recipe's record, the
-    seed and the absolute source folder (JSON, indent 2)."""
-    path = osp.join(out_dir, recipe.record_file)
-    record = dict(recipe.record, seed=seed, source=osp.abspath(src_dir))
+#: The settings record of a run without a recipe, at the output's root.
+GENERATION_RECORD = 'generation.json'
+
+
+def _write_record(out_dir: str, recipe: Optional[OutputRecipe], seed: int,
+                  src_dir: str, seed_path_root: Optional[str],
+                  color_type: str, jpeg_quality: Optional[int]) -> None:
+    """Write the run's settings record at the root of ``out_dir`` before
+    any image, or check the one an earlier run wrote there.
+
+    The record is ``<out_dir>/<recipe.record_file>`` (the recipe's record)
+    or ``<out_dir>/generation.json`` (``color_type`` and ``jpeg_quality``),
+    plus the ``seed``, the path root that seeds each image and the absolute
+    ``source`` folder: everything besides the corruption and severity that
+    decides an output's bytes. A resumed run must ask for the same, since
+    it keeps the files already there; one that does not is refused, naming
+    each setting that differs. (A folder written before records existed has
+    none; the record is then written and the old files are kept, as
+    before.)
+
+    Raises:
+        ConfigError: If the record already there holds other settings.
+        OutputWriteError: If the record cannot be written.
+    """
+    src = osp.abspath(src_dir)
+    record = dict(recipe.record) if recipe is not None else dict(
+        color_type=color_type, jpeg_quality=jpeg_quality)
+    # the seed path root as given: its string seeds each image's draws
+    record.update(seed=seed, source=src,
+                  seed_path_root=seed_path_root or src_dir)
+    name = recipe.record_file if recipe is not None else GENERATION_RECORD
+    path = osp.join(out_dir, name)
+    if osp.isfile(path):
+        try:
+            with open(path, encoding='utf-8') as f:
+                old = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f'cannot read the settings record "{path}" '
+                              f'of an earlier run: {exc}') from None
+        # recipe records written before seed_path_root was recorded
+        keys = [k for k in record
+                if k in old or recipe is None or k != 'seed_path_root']
+        differ = [k for k in keys
+                  if json.dumps(old.get(k)) != json.dumps(record[k])]
+        if differ:
+            raise ConfigError(
+                f'"{out_dir}" holds images generated with other settings ('
+                + ', '.join(f'{k}: {old.get(k)!r} there, {record[k]!r} now'
+                            for k in differ) +
+                '); resuming would mix them. Use another output folder, or '
+                'delete this one to regenerate')
+        return
     try:
         write_atomic(path, json.dumps(record, indent=2).encode('utf-8'))
     except OSError as exc:

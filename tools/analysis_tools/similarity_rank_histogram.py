@@ -38,7 +38,8 @@ import numpy as np
 import mmgfn  # noqa: F401  checkpoint loading on torch >= 2.6
 from mmgfn.apis import build_test_dataloader, collect_outputs, load_classifier
 from mmgfn.apis.embeddings import (SIMILARITIES, check_class_counts,
-                                   load_embeddings, pairwise_similarity,
+                                   check_class_names, load_embeddings,
+                                   pairwise_similarity,
                                    ranks_from_similarity)
 from mmgfn.datasets.transforms.corruption import ALL_CORRUPTIONS
 from mmgfn.models.utils import class_means
@@ -204,6 +205,9 @@ def analyse(args: argparse.Namespace) -> Tuple[dict, object]:
     if classes:
         counts[f'the {args.split} dataset'] = len(classes)
     check_class_counts(counts)
+    # the file's row c is the dataset's label c
+    check_class_names({f'the {args.split} dataset': classes,
+                       f'embeddings file "{args.embeddings}"': names})
     clean = collect_outputs(model, loader, emb is None, 'clean')
     counts['the model\'s logits'] = clean['logits'].size(1)
     num_classes = check_class_counts(counts)

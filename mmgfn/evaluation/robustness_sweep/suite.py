@@ -48,7 +48,7 @@ from mmgfn.datasets.transforms.corruption import (ALL_CORRUPTIONS,
 from mmgfn.evaluation.functional import (SEVERITIES, imagenet_p_difficulty,
                                          imagenet_p_perturbations,
                                          is_noise_perturbation)
-from mmgfn.utils.preflight import ConfigError
+from mmgfn.utils.preflight import ConfigError, check_file
 
 SUITES = ('corrupt', 'imagenet-c', 'imagenet-p', 'imagenet-a', 'imagenet-r')
 SUITE_DATASETS = {
@@ -60,6 +60,13 @@ SUITE_DATASETS = {
 CLEAN = 'clean'
 
 Cell = Tuple[str, Optional[int]]
+
+
+def setting(name: str) -> str:
+    """``'data_root (--data-root)'``: a setting as messages name it, by its
+    config key (``test_cfg.<name>``) and its ``tools/test_robustness.py``
+    flag."""
+    return f'{name} (--{name.replace("_", "-")})'
 
 
 @dataclass
@@ -138,22 +145,23 @@ class RobustnessSettings:
             raise ConfigError('give a baseline checkpoint or baseline '
                               'results, not both')
         if self.baseline_checkpoint:
-            from mmgfn.utils.preflight import check_file
             check_file(self.baseline_checkpoint, 'baseline checkpoint')
         if self.baseline_clean_error is not None and not \
                 0 <= self.baseline_clean_error <= 1:
-            raise ConfigError('--baseline-clean-error must be in [0, 1]')
+            raise ConfigError(f'{setting("baseline_clean_error")} must be in '
+                              '[0, 1]')
         if self.corrupted_root and self.suite != 'corrupt':
-            raise ConfigError(
-                '--corrupted-root applies to --suite corrupt only')
+            raise ConfigError(f'{setting("corrupted_root")} applies to '
+                              'the corrupt suite only')
         if self.corrupted_root and not osp.isdir(self.corrupted_root):
             raise FileNotFoundError(
-                f'--corrupted-root "{self.corrupted_root}" does not exist')
+                f'{setting("corrupted_root")} "{self.corrupted_root}" does '
+                'not exist')
         if self.data_root and not osp.isdir(self.data_root):
-            raise FileNotFoundError(f'--data-root "{self.data_root}" does '
-                                    'not exist')
+            raise FileNotFoundError(f'{setting("data_root")} '
+                                    f'"{self.data_root}" does not exist')
         if self.step < 1:
-            raise ConfigError('--step must be >= 1')
+            raise ConfigError(f'{setting("step")} must be >= 1')
 
 
 def _pipeline_datasets(dataset: dict) -> List[dict]:
@@ -286,7 +294,7 @@ class Suite:
         if self.name != 'corrupt' and not self.native and \
                 not settings.data_root:
             raise ConfigError(
-                f'--suite {self.name} needs --data-root (the '
+                f'suite {self.name} needs {setting("data_root")} (the '
                 f'{self.name} folder) unless the config\'s test dataset is '
                 f'mmgfn.{SUITE_DATASETS[self.name]}')
         self._check_cell_folders()
