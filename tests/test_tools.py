@@ -4,7 +4,7 @@ import os.path as osp
 import re
 
 import pytest
-from conftest import (DIGITS_CONFIG, digits_options, run_tool,
+from conftest import (DIGITS_CONFIG, ROOT, digits_options, run_tool,
                       write_autocast_recorder)
 
 
@@ -349,3 +349,16 @@ def test_readme_host_model_in_mmgfn_scope_builds(tmp_path):
         with pytest.raises(KeyError, match='ResNet_CIFAR is not in the '
                            'mmgfn::model registry'):
             MODELS.build(cfg.model)
+
+
+def test_mutation_list_matches_the_code():
+    """Every curated bug of tools/misc/mutation_test.py still finds its
+    original text exactly once (code that moved must take its mutants
+    along), and each maps to test files that exist."""
+    proc = run_tool(['tools/misc/mutation_test.py', '--list'])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    count = int(re.search(r'^(\d+) mutants$', proc.stdout, re.M).group(1))
+    tests = re.findall(r'(tests/[\w/]+\.py)::', proc.stdout)
+    assert count > 0 and len(tests) >= count
+    for path in set(tests):
+        assert osp.isfile(osp.join(ROOT, path)), path

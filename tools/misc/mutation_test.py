@@ -65,6 +65,9 @@ TRANSFORMS = 'tests/test_transforms.py'
 INSERTION = 'tests/test_corruption_insertion.py'
 TRAIN_CALL = 'tests/test_neighbor_attack_training_call.py'
 TOOL_TESTS = 'tests/test_robustness_tool.py'
+LOOP_TESTS = 'tests/test_robustness_loop.py'
+GENERATION = 'tests/test_corruption_generation.py'
+ANALYSIS = 'tests/test_analysis_tools.py'
 
 ATTACK_PY = 'mmgfn/models/utils/attack.py'
 PRE_PY = ('mmgfn/models/data_preprocessors/'
@@ -76,6 +79,9 @@ INFER_PY = 'mmgfn/apis/inference.py'
 CORRUPT_PY = 'mmgfn/datasets/transforms/corruption.py'
 METRICS_PY = 'mmgfn/evaluation/functional/robustness.py'
 TOOL_PY = 'mmgfn/evaluation/robustness_sweep/suite.py'
+LOOP_PY = 'mmgfn/engine/runner/robustness_test_loop.py'
+GENERATION_PY = 'mmgfn/datasets/corruption_generation.py'
+EMBEDDINGS_PY = 'mmgfn/apis/embeddings.py'
 
 
 @dataclass(frozen=True)
@@ -462,6 +468,30 @@ MUTANTS: List[Mutant] = [
       'ratios.append(baseline[p] / values[p])',
       'mFR = baseline FP / FP',
       f'{METRICS}::test_mfr_needs_baseline_rates'),
+    # --------------------------------------------- sweep loop, generator
+    M('sweep-every-rank-writes', LOOP_PY,
+      "        if is_main_process():\n"
+      "            with open(cells_file, 'a', encoding='utf-8') as f:",
+      "        if True:\n"
+      "            with open(cells_file, 'a', encoding='utf-8') as f:",
+      'every rank of a distributed sweep appends its cells',
+      f'{LOOP_TESTS}::test_two_gloo_processes_give_the_numbers_of_one'),
+    M('sweep-keeps-baseline-weights', LOOP_PY,
+      "                    getattr(runner.model, 'module',\n"
+      "                            runner.model).load_state_dict(kept)",
+      '                    pass',
+      'a built model leaves the sweep with the baseline\'s weights',
+      f'{LOOP_TESTS}::test_python_call_on_a_built_model'),
+    M('generation-settings-unchecked', GENERATION_PY,
+      '        if differ:\n            raise ConfigError(',
+      '        if False:\n            raise ConfigError(',
+      'a resumed generation with another seed or format mixes files',
+      f'{GENERATION}::test_resume_with_other_settings_is_refused'),
+    M('class-names-unchecked', EMBEDDINGS_PY,
+      '        if a == b:\n            continue',
+      '        if True:\n            continue',
+      'embeddings rows of another class order read as the dataset\'s',
+      f'{ANALYSIS}::test_heatmap_refuses_class_count_mismatch'),
 ]
 
 
