@@ -5,11 +5,12 @@ Real models, image files and runs."""
 import json
 import os.path as osp
 import re
+import sys
 
 import pytest
 import torch
 from conftest import (DIGITS_CONFIG, ROOT, build_digits_model,
-                      digits_options, run_tool, save_checkpoint,
+                      digits_options, load_tool, run_tool, save_checkpoint,
                       write_image_folder)
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
@@ -246,3 +247,20 @@ def test_readme_sweep_config_inherits_a_suite_base(tmp_path):
     assert settings.severities == [0, 1, 2, 3, 4, 5]
     assert settings.test_pipeline == 'reference'
     assert cfg.model.type == 'ImageClassifier'
+
+
+def test_out_pickle_is_refused_for_a_sweep(sweep, tmp_path, monkeypatch):
+    """``tools/test.py --out`` dumps one test set's predictions; a sweep has
+    one per cell, so the flag is refused instead of overwriting the file
+    at every cell."""
+    test = load_tool('tools/test.py', 'test_py_for_out')
+    monkeypatch.setattr(sys, 'argv', [
+        'test.py', sweep['config'], sweep['ckpt'], '--out',
+        str(tmp_path / 'preds.pkl')])
+    args = test.parse_args()
+    with pytest.raises(ConfigError, match='--out does not apply to a '
+                       'robustness sweep'):
+        test.merge_args(test.load_config(sweep['config']), args)
+    plain = Config.fromfile(DIGITS_CONFIG)
+    cfg = test.merge_args(plain, args)
+    assert cfg.test_evaluator[-1]['type'] == 'DumpResults'
