@@ -41,8 +41,8 @@ import numpy as np
 import mmgfn  # noqa: F401  checkpoint loading on torch >= 2.6
 from mmgfn.apis import build_test_dataloader, collect_outputs, load_classifier
 from mmgfn.apis.embeddings import (SIMILARITIES, check_class_counts,
-                                   check_class_names, class_labels,
-                                   load_embeddings, pairwise_similarity)
+                                   class_labels, load_embeddings,
+                                   pairwise_similarity)
 from mmgfn.models.utils import class_means
 from mmgfn.utils.cli import (add_dataset_pass_args, load_tool_config,
                              run_cli)
@@ -190,10 +190,6 @@ def analyse(args: argparse.Namespace) -> Tuple[dict, object]:
         if names:
             counts[f'the class names in "{args.embeddings}"'] = len(names)
         num_classes = check_class_counts(counts)
-        check_class_names({
-            'the checkpoint\'s dataset_meta classes': ckpt_names,
-            f'embeddings file "{args.embeddings}"': names
-        })
     else:
         loader = build_test_dataloader(cfg, args.split, args.batch_size,
                                        args.num_workers)
