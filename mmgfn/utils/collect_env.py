@@ -1,7 +1,8 @@
 """Print the environment mmgfn runs in: ``python -m mmgfn.utils.collect_env``.
 
 mmengine's report (Python, torch and its CUDA, torchvision, OpenCV, GCC,
-mmengine) plus mmcv and whether its ops were compiled with CUDA, mmdet,
+mmengine) plus mmcv and whether its ops were compiled (with CUDA) or are
+mmgfn's stand-in (:mod:`mmgfn.utils.mmcv_ext`), mmdet,
 mmpretrain, mmgfn, and for each mmcv op that has a torchvision fallback
 (:mod:`mmgfn.utils.mmcv_ops`) which kernel runs it on the CPU and, if
 available, on CUDA. Paste it into bug reports.
@@ -16,7 +17,8 @@ from mmengine.utils.dl_utils import collect_env as collect_base_env
 
 import mmgfn
 from .mmcv_ops import (FALLBACK_OPS, FORCE_ENV, active_path,
-                       force_torchvision_ops, install_torchvision_fallback)
+                       force_torchvision_ops, install_torchvision_fallback,
+                       is_standin)
 
 
 def collect_env(devices: Optional[Sequence[str]] = None) -> Dict[str, str]:
@@ -34,8 +36,12 @@ def collect_env(devices: Optional[Sequence[str]] = None) -> Dict[str, str]:
     env['PyTorch CUDA'] = str(torch.version.cuda)
     import mmcv
     env['MMCV'] = mmcv.__version__
+    standin = is_standin()
     has_ops = install_torchvision_fallback()
-    if has_ops:
+    if standin:
+        env['MMCV CUDA Compiler'] = \
+            'n/a (mmcv installed without compiled ops)'
+    elif has_ops:
         # not mmcv's get_compiler_version(): it segfaulted with an mmcv
         # built against torch 2.11+cu130 (Python 3.12) on an H200 machine
         from mmcv.ops import get_compiling_cuda_version
@@ -53,7 +59,7 @@ def collect_env(devices: Optional[Sequence[str]] = None) -> Dict[str, str]:
         devices = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
     for device in devices:
         for op in FALLBACK_OPS:
-            path = active_path(op, device) if has_ops else 'n/a'
+            path = active_path(op, device) if has_ops or standin else 'n/a'
             env[f'mmcv op {op} on {device}'] = path
     return env
 

@@ -1,14 +1,19 @@
 """Run mmcv's detection ops through torchvision where mmcv has no kernel.
 
-mmcv 2.1.0 is built with its CPU ops only (``tools/setup_env.sh``; the same
-holds for most users' GPU machines, where no matching prebuilt mmcv exists).
-mmdet's two-stage detectors call mmcv's compiled ops, and on CUDA tensors a
-CPU-only mmcv raises ``RuntimeError: nms_impl: implementation for device
-cuda:0 not found.`` from its device registry. torchvision's CUDA wheels ship
-the same kernels (detectron2's RoIAlign and the classic greedy NMS), so this
-module swaps *only the kernel* under mmcv's Python code: mmcv's
-``score_threshold`` / ``max_num`` handling, ``batched_nms``, shape checks
-and the ``RoIAlignFunction`` autograd Function stay mmcv's own.
+Two installs, two mechanisms:
+
+* **Default** (``tools/setup_env.sh``): mmcv 2.1.0 without compiled ops and
+  mmgfn's stand-in ``mmcv._ext`` (:mod:`mmgfn.utils.mmcv_ext`), whose
+  ``nms`` and RoIAlign run through torchvision on every device. Nothing
+  here is patched then (:func:`install_torchvision_fallback` returns
+  False, :func:`active_path` reports :data:`STANDIN`).
+* **Full build** (``MMGFN_MMCV_OPS=1``, or ``MMGFN_MMCV_CUDA=1`` for CUDA
+  ops too): mmcv's own compiled ops. A CPU-only build raises ``RuntimeError:
+  nms_impl: implementation for device cuda:0 not found.`` on CUDA tensors;
+  this module swaps *only the kernel* under mmcv's Python code for such
+  devices: mmcv's ``score_threshold`` / ``max_num`` handling,
+  ``batched_nms``, shape checks and the ``RoIAlignFunction`` autograd
+  Function stay mmcv's own. The kernels are the stand-in's.
 
 Which mmcv ops the shipped detection configs reach: recorded with
 :func:`record_ext_calls` around a training step and a prediction of small
@@ -48,7 +53,10 @@ kernels make their inputs contiguous themselves.
 mmcv's nms visits boxes in the order of torch's default (unstable)
 descending sort of the scores, torchvision's in a stable sort's order; the
 torchvision path sorts first, as mmcv does, so boxes of equal scores are
-kept the same.
+kept the same. mmcv's kernels take the IoU threshold as a C ``float``,
+torchvision's as a ``double``; the threshold is rounded to float32 first, so
+that an IoU equal to it (0.3, 0.6, 1/3 computed in float32) keeps the box
+in both (:func:`mmgfn.utils.mmcv_ext.float32_threshold`).
 
 Differences from mmcv's kernels: torchvision's RoIAlign averages only, so
 ``pool_mode='max'`` raises a :class:`NotImplementedError` on the torchvision
@@ -66,12 +74,13 @@ The fallback composes with
 bfloat16 CPU inputs to float32 above ``NMSop`` / ``RoIAlign``): the two
 patch different layers.
 
-Installation: ``import mmgfn`` calls :func:`install_torchvision_fallback`,
-which imports ``mmcv.ops`` and patches it. That adds about 0.07 s to
+Installation (full build): ``import mmgfn`` calls
+:func:`install_torchvision_fallback`, which imports ``mmcv.ops`` and patches
+it. That adds about 0.07 s to
 ``import mmgfn`` (measured with ``python -X importtime``: ``mmcv.ops`` after
 mmgfn's own imports, which already load torch and mmengine), so it is done
 eagerly rather than through an import hook. Without mmcv's compiled ops
-(``mmcv-lite``) nothing is done; if they fail to load (an mmcv built against
+(the stand-in, or ``mmcv-lite``) nothing is done; if they fail to load (an mmcv built against
 another torch) a warning says so and nothing is done either.
 """
 import contextlib
@@ -90,6 +99,9 @@ from typing import Any, Callable, Dict, Iterator, Tuple
 import torch
 from torch import Tensor
 
+from .mmcv_ext import (torchvision_nms, torchvision_roi_align_backward,
+                       torchvision_roi_align_forward)
+
 #: Environment variable that forces the torchvision path on every device.
 FORCE_ENV = 'MMGFN_FORCE_TORCHVISION_OPS'
 
@@ -104,6 +116,7 @@ PATCHED_MODULES = {
 
 MMCV = 'mmcv'
 FORCED = 'torchvision (forced)'
+STANDIN = 'torchvision (mmcv installed without compiled ops)'
 
 # (op, device type) -> reason, for pairs switched to torchvision for good
 _switched: Dict[Tuple[str, str], str] = {}
@@ -154,124 +167,6 @@ def _log_once(op: str, device_type: str, path: str) -> None:
         f'({why})',
         logger='current',
         level=logging.INFO)
-
-
-def _common_dtype(*tensors: Tensor) -> torch.dtype:
-    """The dtype torchvision's kernel computes in: the widest of the
-    inputs', float32 for half precisions (torchvision's CUDA kernels have no
-    bfloat16, and its autocast wrappers compute these ops in float32)."""
-    dtype = tensors[0].dtype
-    for tensor in tensors[1:]:
-        dtype = torch.promote_types(dtype, tensor.dtype)
-    if dtype in (torch.float16, torch.bfloat16):
-        dtype = torch.float32
-    return dtype
-
-
-def _import_torchvision_ops() -> None:
-    """Importing torchvision registers ``torch.ops.torchvision``."""
-    import torchvision  # noqa: F401
-
-
-def torchvision_nms(boxes: Tensor, scores: Tensor, iou_threshold: float,
-                    offset: int) -> Tensor:
-    """mmcv's ``ext_module.nms`` computed by ``torchvision::nms``.
-
-    Args:
-        boxes (Tensor): Boxes ``(N, 4)`` as ``x1, y1, x2, y2``.
-        scores (Tensor): Scores ``(N, )``.
-        iou_threshold (float): Boxes overlapping a kept box by more than
-            this IoU are dropped.
-        offset (int): 0 or 1; a box's width is ``x2 - x1 + offset``.
-
-    Returns:
-        Tensor: Indices (int64) of the kept boxes, by decreasing score.
-    """
-    _import_torchvision_ops()
-    dtype = _common_dtype(boxes, scores)
-    boxes, scores = boxes.to(dtype), scores.to(dtype)
-    if offset:
-        boxes = torch.cat([boxes[:, :2], boxes[:, 2:] + offset], dim=1)
-    # mmcv's kernels visit the boxes in the order of torch's default
-    # (unstable) descending sort, torchvision's in a stable sort's, so boxes
-    # of equal scores would be visited (and kept) differently. Hand them over
-    # in mmcv's order: a stable sort keeps a sorted input as it is.
-    order = scores.sort(0, descending=True)[1]
-    keep = torch.ops.torchvision.nms(boxes[order], scores[order],
-                                     float(iou_threshold))
-    return order[keep]
-
-
-def _check_avg(op: str, pool_mode: int) -> None:
-    if pool_mode != 1:
-        raise NotImplementedError(
-            f"mmcv op {op} with pool_mode='max' has no torchvision path: "
-            "torchvision's roi_align averages only. Use RoIAlign(pool_mode="
-            "'avg'), or an mmcv built with this device's ops (see "
-            'MMGFN_MMCV_CUDA in tools/setup_env.sh), and unset '
-            f'{FORCE_ENV}.')
-
-
-def torchvision_roi_align_forward(input: Tensor, rois: Tensor, output: Tensor,
-                                  argmax_y: Tensor, argmax_x: Tensor,
-                                  aligned_height: int, aligned_width: int,
-                                  spatial_scale: float, sampling_ratio: int,
-                                  pool_mode: int, aligned: bool) -> None:
-    """mmcv's ``ext_module.roi_align_forward`` computed by
-    ``torchvision::roi_align``; writes into ``output`` as mmcv does.
-
-    Args:
-        input (Tensor): Features ``(N, C, H, W)``.
-        rois (Tensor): RoIs ``(K, 5)`` as ``batch_index, x1, y1, x2, y2``.
-        output (Tensor): Buffer ``(K, C, aligned_height, aligned_width)``.
-        argmax_y (Tensor): Unused (max pooling only).
-        argmax_x (Tensor): Unused (max pooling only).
-        aligned_height (int): Output height.
-        aligned_width (int): Output width.
-        spatial_scale (float): Scale from RoI to feature coordinates.
-        sampling_ratio (int): Samples per bin side; 0 for adaptive.
-        pool_mode (int): mmcv's code: 1 for average (supported), 0 for max.
-        aligned (bool): Shift RoIs by -0.5 pixel (detectron2's alignment).
-    """
-    _check_avg('roi_align_forward', pool_mode)
-    _import_torchvision_ops()
-    dtype = _common_dtype(input, rois)
-    result = torch.ops.torchvision.roi_align(
-        input.to(dtype), rois.to(dtype), float(spatial_scale),
-        int(aligned_height), int(aligned_width), int(sampling_ratio),
-        bool(aligned))
-    output.copy_(result)
-
-
-def torchvision_roi_align_backward(grad_output: Tensor, rois: Tensor,
-                                   argmax_y: Tensor, argmax_x: Tensor,
-                                   grad_input: Tensor, aligned_height: int,
-                                   aligned_width: int, spatial_scale: float,
-                                   sampling_ratio: int, pool_mode: int,
-                                   aligned: bool) -> None:
-    """mmcv's ``ext_module.roi_align_backward`` computed by
-    ``torchvision::_roi_align_backward``; writes into ``grad_input``.
-
-    Args:
-        grad_output (Tensor): Gradient of the output ``(K, C, h, w)``.
-        rois (Tensor): RoIs ``(K, 5)``.
-        argmax_y (Tensor): Unused (max pooling only).
-        argmax_x (Tensor): Unused (max pooling only).
-        grad_input (Tensor): Buffer ``(N, C, H, W)`` for the features'
-            gradient.
-        aligned_height, aligned_width, spatial_scale, sampling_ratio,
-            pool_mode, aligned: The forward's, see
-            :func:`torchvision_roi_align_forward`.
-    """
-    _check_avg('roi_align_backward', pool_mode)
-    _import_torchvision_ops()
-    dtype = _common_dtype(grad_output, rois)
-    batch, channels, height, width = grad_input.shape
-    result = torch.ops.torchvision._roi_align_backward(
-        grad_output.to(dtype), rois.to(dtype), float(spatial_scale),
-        int(aligned_height), int(aligned_width), batch, channels, height,
-        width, int(sampling_ratio), bool(aligned))
-    grad_input.copy_(result)
 
 
 _TORCHVISION_KERNELS: Dict[str, Callable[..., Any]] = {
@@ -344,12 +239,7 @@ class TorchvisionFallbackExt:
                               *args, **kwargs)
 
 
-def has_compiled_ops() -> bool:
-    """Whether mmcv's compiled ops (``mmcv._ext``) are installed.
-
-    Returns:
-        bool: False without mmcv or with ``mmcv-lite``.
-    """
+def _find_ext() -> bool:
     if 'mmcv._ext' in sys.modules:
         return True
     try:  # without importing mmcv itself (its __init__ is not free)
@@ -360,6 +250,38 @@ def has_compiled_ops() -> bool:
         return False
     return importlib.machinery.PathFinder.find_spec(
         'mmcv._ext', list(spec.submodule_search_locations)) is not None
+
+
+def is_standin() -> bool:
+    """Whether mmcv was installed without its compiled ops and with
+    mmgfn's stand-in ``mmcv._ext`` (:mod:`mmgfn.utils.mmcv_ext`), as
+    ``tools/setup_env.sh`` does by default.
+
+    Returns:
+        bool: True if ``mmcv._ext`` is the stand-in.
+    """
+    if not _find_ext():
+        return False
+    try:
+        ext = importlib.import_module('mmcv._ext')
+    except (ImportError, OSError):
+        return False
+    return bool(getattr(ext, 'MMGFN_STANDIN', False))
+
+
+def has_compiled_ops() -> bool:
+    """Whether mmcv's own compiled ops (``mmcv._ext``) are installed.
+
+    Returns:
+        bool: False without mmcv, with ``mmcv-lite`` and with mmgfn's
+        stand-in ``mmcv._ext`` (:func:`is_standin`).
+    """
+    if not _find_ext():
+        return False
+    ext = sys.modules.get('mmcv._ext')
+    if ext is not None:
+        return not getattr(ext, 'MMGFN_STANDIN', False)
+    return not is_standin()
 
 
 def _patch_module(module: ModuleType) -> bool:
@@ -427,13 +349,17 @@ def active_path(op: str, device: str) -> str:
         device (str): A device such as ``'cpu'`` or ``'cuda'``.
 
     Returns:
-        str: ``'mmcv'``, ``'torchvision (forced)'`` or
+        str: ``'torchvision (mmcv installed without compiled ops)'`` (the
+        default install), ``'mmcv'``, ``'torchvision (forced)'`` or
         ``'torchvision (mmcv built without CUDA ops)'`` (for another device
-        type: ``'torchvision (mmcv has no <type> kernel)'``).
+        type: ``'torchvision (mmcv has no <type> kernel)'``). ``'mmcv'``
+        also where mmcv is not installed at all.
     """
     if op not in FALLBACK_OPS:
         raise ValueError(f'{op!r} is not one of {FALLBACK_OPS}')
     device = torch.device(device)
+    if is_standin():
+        return STANDIN
     if force_torchvision_ops():
         return FORCED
     if not install_torchvision_fallback():
@@ -502,7 +428,7 @@ def reset_fallback_state() -> None:
 
 __all__ = [
     'FORCE_ENV', 'FALLBACK_OPS', 'TorchvisionFallbackExt', 'active_path',
-    'force_torchvision_ops', 'has_compiled_ops',
+    'force_torchvision_ops', 'has_compiled_ops', 'is_standin', 'STANDIN',
     'install_torchvision_fallback', 'record_ext_calls', 'reset_fallback_state',
     'torchvision_nms', 'torchvision_roi_align_backward',
     'torchvision_roi_align_forward'

@@ -68,6 +68,7 @@ TOOL_TESTS = 'tests/test_robustness_tool.py'
 LOOP_TESTS = 'tests/test_robustness_loop.py'
 GENERATION = 'tests/test_corruption_generation.py'
 ANALYSIS = 'tests/test_analysis_tools.py'
+STANDIN = 'tests/test_mmcv_ext.py'
 
 ATTACK_PY = 'mmgfn/models/utils/attack.py'
 PRE_PY = ('mmgfn/models/data_preprocessors/'
@@ -82,6 +83,8 @@ TOOL_PY = 'mmgfn/evaluation/robustness_sweep/suite.py'
 LOOP_PY = 'mmgfn/engine/runner/robustness_test_loop.py'
 GENERATION_PY = 'mmgfn/datasets/corruption_generation.py'
 EMBEDDINGS_PY = 'mmgfn/apis/embeddings.py'
+STANDIN_PY = 'mmgfn/utils/mmcv_ext.py'
+OPS_PY = 'mmgfn/utils/mmcv_ops.py'
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,46 @@ def M(id: str, path: str, old: str, new: str, desc: str,
 
 
 MUTANTS: List[Mutant] = [
+    # ------------------------------------- mmcv's ops without a compiler
+    M('standin-nms-double-threshold', STANDIN_PY,
+      'float32_threshold(iou_threshold))', 'float(iou_threshold))',
+      'nms threshold compared as a double: a box at IoU == 0.3 is dropped',
+      f'{STANDIN}::test_nms_keeps_a_box_whose_iou_equals_the_threshold'),
+    M('standin-nms-stable-order', STANDIN_PY,
+      'order = scores.sort(0, descending=True)[1]',
+      'order = torch.arange(len(scores), device=scores.device)',
+      "ties visited in torchvision's stable order, not mmcv's",
+      f'{STANDIN}::test_nms_matches_the_reference'),
+    M('standin-nms-no-offset', STANDIN_PY,
+      '    if offset:\n', '    if False:\n',
+      "nms ignores mmcv's offset=1 box sides",
+      f'{STANDIN}::test_nms_matches_the_reference'),
+    M('standin-roi-align-not-aligned', STANDIN_PY,
+      'int(aligned_height), int(aligned_width), int(sampling_ratio),\n'
+      '        bool(aligned))',
+      'int(aligned_height), int(aligned_width), int(sampling_ratio),\n'
+      '        False)',
+      "RoIAlign forward ignores aligned (no half-pixel shift)",
+      f'{STANDIN}::test_roi_align_and_its_gradient_match_the_reference'),
+    M('standin-roi-align-backward-scale', STANDIN_PY,
+      'rois.contiguous().to(dtype), float(spatial_scale),\n'
+      '        int(aligned_height), int(aligned_width), batch',
+      'rois.contiguous().to(dtype), 1.0,\n'
+      '        int(aligned_height), int(aligned_width), batch',
+      "RoIAlign gradient ignores spatial_scale",
+      f'{STANDIN}::test_roi_align_and_its_gradient_match_the_reference'),
+    M('standin-missing-op-returns', STANDIN_PY,
+      '        raise MissingMmcvOpError(',
+      '        return None and MissingMmcvOpError(',
+      'an op the install lacks returns None instead of failing',
+      f'{STANDIN}::test_other_ops_import_and_fail_at_their_first_call',
+      f'{STANDIN}::test_a_detector_needing_another_op_fails_with_one_line'),
+    M('standin-not-recognised', OPS_PY,
+      "    return bool(getattr(ext, 'MMGFN_STANDIN', False))",
+      '    return False',
+      'the stand-in is not told from a full build (collect_env, paths)',
+      f'{STANDIN}::test_collect_env_reports_the_standin',
+      f'{STANDIN}::test_default_install_imports_mmdet_first_trains_and_tests'),
     # ------------------------------------------------------------- attack
     M('attack-sign', ATTACK_PY,
       'sign = -1.0 if toward else 1.0', 'sign = 1.0 if toward else -1.0',
