@@ -319,9 +319,10 @@ def test_amp_train_and_test_with_hook(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(events_file) as f:
         events = json.load(f)
-    # 4 images, batch 4: one iteration, the attack's forward then the loss's
+    # 4 images, batch 4: one iteration, the attack's forwards (one per
+    # image: attack_chunk=1) then the loss's
     assert [(e['phase'], e['iter'], e['attack']) for e in events] == [
-        ('train', 0, True), ('train', 0, False)]
+        ('train', 0, True)] * 4 + [('train', 0, False)]
     proc = run_tool(['tools/test.py', path, osp.join(work_dir, 'epoch_1.pth'),
                      '--amp', '--work-dir', work_dir], env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
