@@ -151,9 +151,20 @@ def detector_cfg(spec: dict):
     """The Faster R-CNN config (the same for both variants)."""
     model_cfg = _load_config(spec['config']).model.copy()
     model_cfg.setdefault('_scope_', 'mmdet')
-    model_cfg.backbone.update(depth=spec['depth'], init_cfg=None)
-    if spec['depth'] < 50:  # BasicBlock ResNets: 64..512 channels
-        model_cfg.neck.in_channels = [64, 128, 256, 512]
+    width = spec.get('base_channels', 64)
+    model_cfg.backbone.update(depth=spec['depth'], init_cfg=None,
+                              base_channels=width, stem_channels=width)
+    # BasicBlock ResNets (depth < 50) end stage i with width * 2**i
+    # channels, Bottleneck ones with 4 times as many
+    expansion = 1 if spec['depth'] < 50 else 4
+    model_cfg.neck.in_channels = [width * expansion * 2**i for i in range(4)]
+    neck = spec.get('neck_channels')
+    if neck:  # a narrow detector: FPN, RPN and box head of `neck` channels
+        model_cfg.neck.out_channels = neck
+        model_cfg.rpn_head.update(in_channels=neck, feat_channels=neck)
+        model_cfg.roi_head.bbox_roi_extractor.out_channels = neck
+        model_cfg.roi_head.bbox_head.update(in_channels=neck,
+                                            fc_out_channels=4 * neck)
     model_cfg.roi_head.bbox_head.num_classes = spec['num_classes']
     return model_cfg
 
