@@ -625,3 +625,37 @@ def test_ce_sign_gradient_is_bounded_and_finite_at_any_margin():
     expected = torch.tensor([[-w, w / 2, w / 2] for w in weights],
                             dtype=torch.float64)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-45)
+
+
+@pytest.mark.parametrize('head_scale', [1.0, 1e-4])
+def test_float16_signs_against_a_float64_reference(tmp_path, head_scale):
+    """What the README states, measured: the float16-autocast step's signs
+    against the sign of the float64 cross-entropy input gradient of the
+    same model (ResNet-tiny, 16 real images, eval mode), over the elements
+    whose float64 gradient is not negligible (> 1e-3 of the image's
+    largest). float16 rounding flips a few; this bounds how many."""
+    model = _resnet_tiny(head_scale)
+    pre = _bound_preprocessor(model, eta=0.01, mean=[77.9] * 3,
+                              std=[82.5] * 3)
+    pixels, labels = _real_batch(tmp_path)
+    inputs = (pixels - 77.9) / 82.5
+    targets = (labels + 1) % 4
+    with torch.autocast('cpu', dtype=torch.float16):
+        fp16 = pre.perturb(model, inputs, labels, targets) - inputs
+    fp32 = pre.perturb(model, inputs, labels, targets) - inputs
+    ref_model = copy.deepcopy(model).double().eval()
+    x64 = inputs.double().requires_grad_(True)
+    loss = nn.functional.cross_entropy(ref_model(x64, mode='tensor'),
+                                       targets, reduction='sum')
+    (grad, ) = torch.autograd.grad(loss, x64)
+    expected = -grad.sign().float()  # a step toward the target
+    clear = grad.abs() > 1e-3 * grad.flatten(1).abs().amax(1).view(-1, 1, 1,
+                                                                    1)
+    moved = fp16 != 0
+    keep = clear & moved  # pixels at 0 or 255 may not move
+    agree = (fp16.sign() == expected)[keep].float().mean().item()
+    agree32 = (fp32.sign() == expected)[clear & (fp32 != 0)].float().mean()
+    print(f'\nsigns vs float64 (head x{head_scale}): float16 {agree:.4f}, '
+          f'float32 {agree32.item():.4f} of {int(keep.sum())} elements')
+    assert agree >= 0.99, agree
+    assert agree32 >= agree
