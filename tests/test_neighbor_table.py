@@ -287,6 +287,6 @@ def test_similarity_is_recorded_in_file_and_checkpoint(tmp_path):
     assert fresh.neighbors.tolist() == table.neighbors.tolist()
     # a checkpoint written before the similarity was recorded: cosine
     old = {k: v for k, v in table.state_dict().items()
-           if k != '_extra_state'}
+           if k != 'similarity_id'}
     fresh.load_state_dict(old)
     assert fresh.similarity == 'cosine'

@@ -20,7 +20,7 @@ The table has two sources:
   refreshed during training.
 
 It is an ``nn.Module`` whose ``neighbors`` (``C x k`` int64) and ``built``
-buffers are persistent, with its similarity as extra state, so a model that
+buffers are persistent, with its similarity (``similarity_id``), so a model that
 owns a table keeps it in its checkpoints and a resumed run uses the same
 neighbours. Saved on its own (:meth:`NeighborTable.save`) it is a JSON file
 with its metadata.
@@ -71,7 +71,9 @@ class NeighborTable(nn.Module):
         super().__init__()
         check_topk(topk, num_classes)
         check_similarity(similarity)
-        self.similarity = similarity
+        self.register_buffer(
+            'similarity_id',
+            torch.tensor(SIMILARITIES.index(similarity), dtype=torch.long))
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f'{len(class_names)} class names given for '
                              f'num_classes={num_classes}')
@@ -144,16 +146,17 @@ class NeighborTable(nn.Module):
         check_neighbors(neighbors, self.num_classes, self.topk, source,
                         self.class_names)
 
-    def get_extra_state(self) -> dict:
-        """The similarity and source, saved in checkpoints."""
-        return dict(similarity=self.similarity, source=self.source)
+    @property
+    def similarity(self) -> str:
+        """``'cosine'`` or ``'dot'``, kept in checkpoints as the index
+        buffer ``similarity_id`` (a tensor, so that mmengine can broadcast
+        the state dict between ranks)."""
+        return SIMILARITIES[int(self.similarity_id)]
 
-    def set_extra_state(self, state: dict) -> None:
-        """Restore what :meth:`get_extra_state` saved."""
-        similarity = state.get('similarity', 'cosine')
-        check_similarity(similarity, 'checkpoint')
-        self.similarity = similarity
-        self.source = state.get('source', self.source)
+    @similarity.setter
+    def similarity(self, value: str) -> None:
+        check_similarity(value)
+        self.similarity_id.fill_(SIMILARITIES.index(value))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata,
                               strict, missing_keys, unexpected_keys,
@@ -172,13 +175,19 @@ class NeighborTable(nn.Module):
             self._check(torch.as_tensor(state_dict[prefix + 'neighbors']),
                         'checkpoint')
         # a checkpoint written before the similarity was recorded: cosine
-        if present and prefix + '_extra_state' not in state_dict:
-            state_dict[prefix + '_extra_state'] = dict(similarity='cosine')
+        if present and prefix + 'similarity_id' not in state_dict:
+            state_dict[prefix + 'similarity_id'] = torch.tensor(0)
+        if prefix + 'similarity_id' in state_dict:
+            code = int(state_dict[prefix + 'similarity_id'])
+            if not 0 <= code < len(SIMILARITIES):
+                raise NeighborTableError(
+                    f'checkpoint: similarity_id {code} is not one of '
+                    f'{list(range(len(SIMILARITIES)))} {list(SIMILARITIES)}')
         super()._load_from_state_dict(state_dict, prefix, local_metadata,
                                       strict, missing_keys, unexpected_keys,
                                       error_msgs)
         if not present:
-            for name in names + [prefix + '_extra_state']:
+            for name in names + [prefix + 'similarity_id']:
                 if name in missing_keys:
                     missing_keys.remove(name)
             return
