@@ -319,9 +319,10 @@ def test_amp_train_and_test_with_hook(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(events_file) as f:
         events = json.load(f)
-    # 4 images, batch 4: one iteration, the attack's forward then the loss's
+    # 4 images, batch 4: one iteration, the attack's forwards (one per
+    # image: attack_chunk=1) then the loss's
     assert [(e['phase'], e['iter'], e['attack']) for e in events] == [
-        ('train', 0, True), ('train', 0, False)]
+        ('train', 0, True)] * 4 + [('train', 0, False)]
     proc = run_tool(['tools/test.py', path, osp.join(work_dir, 'epoch_1.pth'),
                      '--amp', '--work-dir', work_dir], env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -348,3 +349,86 @@ def test_neighbour_table_travels_with_checkpoints(trained):
     resumed.bind(model, ['person', 'car'])
     assert bool(resumed.table.built)
     assert resumed.table.neighbors.tolist() == [[1], [0]]
+    assert checkpoint['neighbor_table']['similarity'] == 'cosine'
+
+
+@pytest.mark.parametrize('route', ['before_bind', 'after_bind'])
+def test_checkpoint_table_of_the_hook_is_validated(trained, route):
+    """A checkpoint whose table makes class 1 its own neighbour is refused
+    in one line naming the checkpoint and the row, whether it is read
+    before bind (a resumed run) or after; its similarity is restored."""
+    model = trained.model
+    bad = dict(neighbors=torch.tensor([[1], [1]]), source='head',
+               similarity='cosine')
+    hook = BackgroundRoIPerturbationHook(neighbor_ratio=0.5, topk=1)
+    with pytest.raises(ValueError, match=r'^checkpoint: row 1 .*the class '
+                       r'itself: \[1\]$'):
+        if route == 'before_bind':
+            hook.after_load_checkpoint(None, dict(neighbor_table=bad))
+            hook.bind(model, ['person', 'car'])
+        else:
+            hook.bind(model, ['person', 'car'])
+            hook.after_load_checkpoint(None, dict(neighbor_table=bad))
+    good = dict(bad, neighbors=torch.tensor([[1], [0]]), similarity='dot')
+    hook = BackgroundRoIPerturbationHook(neighbor_ratio=0.5, topk=1)
+    hook.bind(model, ['person', 'car'])
+    hook.after_load_checkpoint(None, dict(neighbor_table=good))
+    assert hook.table.similarity == 'dot'
+
+
+def test_chunked_attack_equals_the_whole_batch_attack(trained):
+    """attack_mode='eval': each image's step depends on that image only,
+    so one image at a time (attack_chunk=1, the default) gives the whole
+    batch's step (attack_chunk=0), up to float rounding of near-zero
+    gradients."""
+    model = trained.model
+    data = model.data_preprocessor(_batch(trained), False)
+    x, samples = data['inputs'], data['data_samples']
+    steps = {}
+    for chunk in (0, 1):
+        hook = BackgroundRoIPerturbationHook(eta=0.01, seed=0,
+                                             attack_chunk=chunk)
+        hook.bind(model, ['person', 'car'])
+        steps[chunk] = hook.perturb(x, samples) - x
+        assert hook.grad_scaler.unperturbed.item() == 0
+    assert len(x) > 1
+    agree = (steps[0].sign() == steps[1].sign()).float().mean().item()
+    assert agree >= 0.999, agree
+    assert steps[1].abs().max() <= 0.01 + 1e-6
+
+
+def test_hooked_step_peak_memory_stays_within_5_percent_of_plain():
+    """The analysis behind attack_chunk, on the CPU: a Faster R-CNN R-50
+    FPN (Bottleneck blocks; narrowed to 16 base channels and 32 FPN
+    channels so that activations, not weight gradients, make the peak, as
+    at 800x1333), two 320x320 images. Peak bytes allocated during one training step, from
+    the profiler's allocation events (benchmark_gfn_step.step_peak_bytes):
+    attacking the whole batch at once (attack_chunk=0, the old behaviour)
+    needs more than the training step itself (the attack saves the frozen
+    stem and stage 1 that training does not differentiate), one image at a
+    time stays within 5 %."""
+    from conftest import load_tool
+    from mmgfn.engine.hooks import background_roi_perturbation_hook as mod
+    tool = load_tool('tools/analysis_tools/benchmark_gfn_step.py',
+                     'benchmark_gfn_step')
+    tool.MODELS['faster-rcnn-r50-narrow'] = dict(
+        tool.MODELS['faster-rcnn-r50'], base_channels=16, neck_channels=32)
+    data = tool.batch('faster-rcnn-r50-narrow', 2, (320, 320))
+    peaks = {}
+    original = mod.BackgroundRoIPerturbationHook.__init__
+    for name, chunk in (('plain', None), ('whole', 0), ('chunked', 1)):
+
+        def init(self, *args, _chunk=chunk, **kwargs):
+            original(self, *args, **dict(kwargs, attack_chunk=_chunk))
+
+        mod.BackgroundRoIPerturbationHook.__init__ = init
+        try:
+            model, wrapper = tool.build('faster-rcnn-r50-narrow',
+                                        'plain' if chunk is None else 'gfn',
+                                        'cpu')
+        finally:
+            mod.BackgroundRoIPerturbationHook.__init__ = original
+        model.train_step(data, wrapper)  # gradients and momenta exist
+        peaks[name] = tool.step_peak_bytes(model, wrapper, data)
+    assert peaks['whole'] / peaks['plain'] > 1.15, peaks
+    assert peaks['chunked'] / peaks['plain'] <= 1.05, peaks

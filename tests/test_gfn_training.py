@@ -220,3 +220,22 @@ def test_gfn_nbr_and_plain_differ_only_where_they_should(image_folder,
     for a, b in (('plain', 'nbr'), ('plain', 'gfn'), ('nbr', 'gfn')):
         assert not torch.equal(runs[a]['final']['head.fc.weight'],
                                runs[b]['final']['head.fc.weight']), (a, b)
+
+
+def test_unperturbed_share_is_in_the_training_log(image_folder, tmp_path):
+    """The share of samples the attack left unperturbed goes to mmengine's
+    message hub and from there to ``train.log`` and the scalar log, one
+    value per logged iteration (here 0: every sample is attacked)."""
+    import glob
+    _run_recorded(GFN_CONFIG, _gfn_options(image_folder, 1),
+                  tmp_path / 'gfn')
+    logs = glob.glob(str(tmp_path / 'gfn' / '*' / '*.log'))
+    assert len(logs) == 1, logs
+    lines = [line for line in open(logs[0]) if 'Epoch(train)' in line]
+    assert len(lines) == 4  # 32 images / batch 8, logger interval 1
+    assert all('gfn_unperturbed: 0.0000' in line for line in lines), lines
+    scalars = glob.glob(
+        str(tmp_path / 'gfn' / '*' / 'vis_data' / 'scalars.json'))
+    records = [json.loads(line) for line in open(scalars[0])]
+    shares = [r['gfn_unperturbed'] for r in records if 'loss' in r]
+    assert shares == [0.0] * 4

@@ -172,7 +172,8 @@ def test_neighbour_index_out_of_range_or_self_is_refused(bad):
     with the class named; 3 (= C - 1) is fine."""
     table = NeighborTable(4, topk=1, class_names=list('abcd'))
     table.load_neighbors(torch.tensor([[1], [0], [3], [2]]), source='file')
-    with pytest.raises(ValueError, match=rf'\[{bad}\] for class 2 \("c"\)'):
+    with pytest.raises(ValueError, match=rf'row 2 \(class 2 \("c"\)\).*'
+                       rf'\[{bad}\]'):
         table.load_neighbors(torch.tensor([[1], [0], [bad], [2]]),
                              source='file')
 
@@ -190,3 +191,102 @@ def test_similarity_is_the_cosine_of_class_rows():
     assert torch.allclose(similarity_matrix(scaled), sim, atol=1e-6)
     assert neighbors_from_embeddings(scaled, topk=2).tolist() == \
         neighbors_from_embeddings(EMB, topk=2).tolist()
+
+
+# ----------------------------------------------------- one validation
+def _assert_one_line(err, *parts):
+    text = str(err.value)
+    assert '\n' not in text
+    for part in parts:
+        assert part in text, (part, text)
+
+
+def test_duplicate_neighbours_are_refused_from_a_file(tmp_path):
+    """``[[1, 1], ...]``: class 1 twice in row 0 would leave it one rank
+    only (biased draws); the file is named, and the row."""
+    path = tmp_path / 'dup.json'
+    path.write_text(json.dumps(dict(
+        format='mmgfn-neighbor-table/1', num_classes=4, topk=2,
+        source='file', neighbors=[[1, 1], [0, 2], [0, 1], [0, 1]])))
+    with pytest.raises(ValueError) as err:
+        NeighborTable.from_file(str(path))
+    _assert_one_line(err, f'neighbour file "{path}"', 'row 0',
+                     'a class twice', '[1, 1]')
+
+
+@pytest.mark.parametrize('row,what', [([0, 7], 'outside [0, 4)'),
+                                      ([3, 3], 'the class itself')])
+def test_a_checkpoint_table_is_validated(row, what):
+    """A state dict whose table has class 7 of 4, or class 3 its own
+    neighbour, does not load (it used to, and ``sample`` returned 7)."""
+    table = NeighborTable(4, topk=2)
+    table.update_from_embeddings(EMB)
+    state = table.state_dict()
+    state['neighbors'] = state['neighbors'].clone()
+    state['neighbors'][3] = torch.tensor(row)
+    fresh = NeighborTable(4, topk=2)
+    with pytest.raises(ValueError) as err:
+        fresh.load_state_dict(state)
+    _assert_one_line(err, 'checkpoint', 'row 3', what)
+    assert not fresh.is_built
+
+
+def test_a_built_table_goes_through_the_same_validation(monkeypatch):
+    """The build route calls the one check (planted: a builder that
+    repeats a class is caught and named 'built')."""
+    import mmgfn.models.utils.neighbor_table as nt
+    monkeypatch.setattr(
+        nt, 'neighbors_from_embeddings',
+        lambda *a, **k: torch.tensor([[1, 1], [0, 2], [3, 1], [2, 1]]))
+    table = NeighborTable(4, topk=2)
+    with pytest.raises(ValueError) as err:
+        table.update_from_embeddings(EMB)
+    _assert_one_line(err, 'built', 'row 0', 'a class twice')
+
+
+def test_wrong_shape_is_named():
+    table = NeighborTable(4, topk=2)
+    with pytest.raises(ValueError) as err:
+        table.load_neighbors(torch.tensor([[1, 2], [0, 2], [3, 1]]),
+                             source='file', origin='checkpoint')
+    _assert_one_line(err, 'checkpoint', '(3, 2)', '4 x 2')
+
+
+def test_dot_similarity_ranks_by_the_dot_product():
+    """Dot products by hand (EMB rows): c0: c1 .9, c3 .2, c2 0; c1: c0 .9,
+    c3 .28, c2 .1; c2: c3 1.0, c1 .1, c0 0; c3: c2 1.0, c1 .28, c0 .2.
+    Scaling class 2 by 10 (z_2 = (0, 10)): class 1's dot products become
+    c2 1.0 > c0 .9, so c2 is its first neighbour under 'dot'; the cosines,
+    and the cosine table, do not change."""
+    from mmgfn.models.utils.neighbor_table import similarity_matrix
+    dot = similarity_matrix(EMB, 'dot')
+    assert dot[1, 3].item() == pytest.approx(0.28)
+    scaled = EMB * torch.tensor([[1.0], [1.0], [10.0], [1.0]])
+    table = NeighborTable(4, topk=2, similarity='dot')
+    table.update_from_embeddings(scaled)
+    assert table.neighbors.tolist() == [[1, 3], [2, 0], [3, 1], [2, 1]]
+    cosine = NeighborTable(4, topk=2)
+    cosine.update_from_embeddings(scaled)
+    assert cosine.neighbors.tolist() == [[1, 3], [0, 3], [3, 1], [2, 1]]
+    with pytest.raises(ValueError, match="similarity='l2'"):
+        NeighborTable(4, topk=2, similarity='l2')
+
+
+def test_similarity_is_recorded_in_file_and_checkpoint(tmp_path):
+    table = NeighborTable(4, topk=2, similarity='dot')
+    table.update_from_embeddings(EMB)
+    path = str(tmp_path / 'dot.json')
+    table.save(path)
+    assert json.load(open(path))['similarity'] == 'dot'
+    assert NeighborTable.from_file(path).similarity == 'dot'
+    with pytest.raises(ValueError, match=r"dot.json.*'dot'.*'cosine'"):
+        NeighborTable.from_file(path, similarity='cosine')
+    fresh = NeighborTable(4, topk=2)  # cosine by default
+    fresh.load_state_dict(table.state_dict())
+    assert fresh.similarity == 'dot'
+    assert fresh.neighbors.tolist() == table.neighbors.tolist()
+    # a checkpoint written before the similarity was recorded: cosine
+    old = {k: v for k, v in table.state_dict().items()
+           if k != 'similarity_id'}
+    fresh.load_state_dict(old)
+    assert fresh.similarity == 'cosine'

@@ -181,6 +181,48 @@ def test_fsdp_is_refused_with_a_message(tmp_path):
             message
 
 
+
+def _fully_shard_rank(rank, world_size, port, out_dir):
+    """One process of a 2-process gloo group: a GFN classifier sharded by
+    FSDP2's ``fully_shard`` (CPU mesh) runs its own train_step; the
+    detection hook is bound to a sharded model."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from mmgfn.engine.hooks import BackgroundRoIPerturbationHook
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}',
+                            rank=rank, world_size=world_size)
+    messages = []
+    try:
+        model = _model()
+        fully_shard(model, mesh=init_device_mesh('cpu', (world_size, )))
+        wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.0))
+        for attempt in (lambda: model.train_step(_batch(), wrapper),
+                        lambda: BackgroundRoIPerturbationHook().bind(model)):
+            try:
+                attempt()
+                messages.append('ran')
+            except RuntimeError as e:
+                messages.append(str(e))
+        with open(osp.join(out_dir, f'rank{rank}.txt'), 'w') as f:
+            f.write('\n'.join(messages))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_fully_shard_is_refused_with_a_message(tmp_path):
+    """FSDP2 (``fully_shard``, which changes the model's class instead of
+    wrapping it) is refused as FSDP1 is, by the classification attack at
+    its first training step and by the detection hook's bind."""
+    import torch.multiprocessing as mp
+    mp.spawn(_fully_shard_rank, args=(2, 29547, str(tmp_path)), nprocs=2)
+    for rank in range(2):
+        pre, hook = (tmp_path / f'rank{rank}.txt').read_text().split('\n')
+        assert 'does not support fully_shard' in pre, pre
+        assert 'does not support sharded models' in hook, hook
+
+
 # two 4-class neighbour tables (k = 2) that differ
 T1 = [[1, 2], [0, 2], [3, 0], [2, 1]]
 T2 = [[3, 2], [2, 3], [0, 1], [1, 0]]

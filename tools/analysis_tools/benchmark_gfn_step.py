@@ -19,10 +19,14 @@ their ratio, all measured in this run.
 
 * Time: median over ``--steps`` steps after ``--warmup`` steps; plain and
   GFN blocks alternate so that drift affects both.
-* Memory: on a GPU, ``torch.cuda.max_memory_allocated`` over the steps; on a
-  CPU, each variant runs in a fresh subprocess and the peak is the growth of
-  the resident set (``ru_maxrss``) over the steps above the resident set
-  after the model was built.
+* Memory: on a GPU, ``torch.cuda.max_memory_allocated`` over two steps; on a
+  CPU, the peak of the bytes allocated by tensors during one training step
+  (after the timed steps), above what was allocated when the step began:
+  every allocation and free of the step recorded by ``torch.profiler``
+  (``profile_memory=True``) and summed in time order
+  (:func:`step_peak_bytes`). Parameters, gradients and optimizer state
+  that exist before the step are not counted, so the ratio is that of the
+  step's working memory (activations, the attack's graph).
 * ``--amp``: autocast through :class:`mmgfn.DeviceAmpOptimWrapper` with
   ``--amp-dtype`` (bfloat16 by default; float16 uses dynamic loss scaling
   on CUDA). Without it the step runs in float32.
@@ -52,12 +56,10 @@ Example::
 import argparse
 import json
 import os.path as osp
-import resource
 import statistics
-import subprocess
-import sys
 import time
 from types import SimpleNamespace
+from typing import Callable, List, Tuple
 
 import torch
 
@@ -107,9 +109,6 @@ def parse_args() -> argparse.Namespace:
                         'bfloat16; float16 uses dynamic loss scaling on '
                         'CUDA)')
     parser.add_argument('--json', help='also write the results here')
-    parser.add_argument('--memory-probe', choices=['plain', 'gfn'],
-                        help=argparse.SUPPRESS)
-    parser.add_argument('--model', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.amp_dtype:
         args.amp = True
@@ -152,9 +151,20 @@ def detector_cfg(spec: dict):
     """The Faster R-CNN config (the same for both variants)."""
     model_cfg = _load_config(spec['config']).model.copy()
     model_cfg.setdefault('_scope_', 'mmdet')
-    model_cfg.backbone.update(depth=spec['depth'], init_cfg=None)
-    if spec['depth'] < 50:  # BasicBlock ResNets: 64..512 channels
-        model_cfg.neck.in_channels = [64, 128, 256, 512]
+    width = spec.get('base_channels', 64)
+    model_cfg.backbone.update(depth=spec['depth'], init_cfg=None,
+                              base_channels=width, stem_channels=width)
+    # BasicBlock ResNets (depth < 50) end stage i with width * 2**i
+    # channels, Bottleneck ones with 4 times as many
+    expansion = 1 if spec['depth'] < 50 else 4
+    model_cfg.neck.in_channels = [width * expansion * 2**i for i in range(4)]
+    neck = spec.get('neck_channels')
+    if neck:  # a narrow detector: FPN, RPN and box head of `neck` channels
+        model_cfg.neck.out_channels = neck
+        model_cfg.rpn_head.update(in_channels=neck, feat_channels=neck)
+        model_cfg.roi_head.bbox_roi_extractor.out_channels = neck
+        model_cfg.roi_head.bbox_head.update(in_channels=neck,
+                                            fc_out_channels=4 * neck)
     model_cfg.roi_head.bbox_head.num_classes = spec['num_classes']
     return model_cfg
 
@@ -263,46 +273,42 @@ def time_steps(model, wrapper, data, steps: int, device: str) -> list:
     return times
 
 
-def rss_bytes() -> int:
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
+def allocation_trace(fn: Callable[[], None]) -> List[Tuple[int, int]]:
+    """Run ``fn`` under ``torch.profiler`` and return every CPU tensor
+    allocation (``+bytes``) and free (``-bytes``) it made, in time order,
+    as ``(time_ns, bytes)``."""
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU],
+                 profile_memory=True) as prof:
+        fn()
+    trace = []
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        event = stack.pop()
+        if event.typed[0] == _EventType.Allocation:
+            alloc = event.typed[1]
+            if alloc.device.type == 'cpu':
+                trace.append((event.start_time_ns, alloc.alloc_size))
+        stack.extend(event.children)
+    return sorted(trace)
 
 
-def memory_probe(args) -> None:
-    """Subprocess: print the peak RSS growth of ``steps`` training steps."""
-    model, wrapper = build(args.model, args.memory_probe, 'cpu',
-                           args.amp_dtype)
-    data = batch(args.model, args.batch_size, det_size(args.model, args))
-    base = rss_bytes()
-    time_steps(model, wrapper, data, max(3, args.warmup), 'cpu')
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps(dict(peak=max(peak - base, 1))))
+def peak_of(trace: List[Tuple[int, int]]) -> int:
+    """The largest running sum of ``trace``'s sizes (bytes above the
+    start)."""
+    live = peak = 0
+    for _, size in trace:
+        live += size
+        peak = max(peak, live)
+    return peak
 
 
-def cpu_peaks(args, name: str, batch_size: int) -> dict:
-    """Peak RSS growth of each variant, each in a fresh subprocess (both run
-    at once: only their memory is measured)."""
-    size = det_size(name, args)
-    procs = {}
-    for variant in ('plain', 'gfn'):
-        cmd = [
-            sys.executable, __file__, '--model', name, '--memory-probe',
-            variant, '--batch-size', str(batch_size), '--warmup',
-            str(args.warmup)
-        ] + (['--det-size', *map(str, size)] if size else []) + (
-            ['--amp-dtype', args.amp_dtype] if args.amp else [])
-        procs[variant] = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            cwd=ROOT)
-    peaks = {}
-    for variant, proc in procs.items():
-        out, err = proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f'the {variant} memory probe of {name} failed:\n'
-                f'{err[-3000:]}')
-        peaks[variant] = json.loads(out.strip().splitlines()[-1])['peak']
-    return peaks
+def step_peak_bytes(model, wrapper, data) -> int:
+    """Peak bytes allocated above the start during one CPU training step
+    (see :func:`allocation_trace`)."""
+    return max(peak_of(allocation_trace(
+        lambda: model.train_step(data, wrapper))), 1)
 
 
 def measure(args, name: str) -> dict:
@@ -327,8 +333,8 @@ def measure(args, name: str) -> dict:
             time_steps(model, wrapper, data, 2, device)
             peaks[v] = torch.cuda.max_memory_allocated()
     else:
-        del runs
-        peaks = cpu_peaks(args, name, batch_size)
+        for v, (model, wrapper) in runs.items():
+            peaks[v] = step_peak_bytes(model, wrapper, data)
     ms = {v: 1000 * statistics.median(t) for v, t in times.items()}
     result = dict(
         model=name, device=device, dtype=args.amp_dtype or 'float32',
@@ -365,9 +371,6 @@ def main() -> None:
     args = parse_args()
     # quiet: init_weights() logs every parameter's initialisation
     MMLogger.get_instance('benchmark_gfn_step', log_level='WARNING')
-    if args.memory_probe:
-        memory_probe(args)
-        return
     torch.backends.cudnn.benchmark = True
     names = args.models or (['vit-b16', 'faster-rcnn-r50']
                             if args.device.startswith('cuda') else

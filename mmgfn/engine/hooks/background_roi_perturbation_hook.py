@@ -28,8 +28,10 @@ from mmgfn.models.utils import (AttackGradScaler, NeighborTable,
                                 find_modules, frozen_model,
                                 head_class_weights, padding_mask,
                                 sign_gradient_attack, step_and_bounds)
-from mmgfn.models.utils.neighbor_table import last_bbox_head
+from mmgfn.models.utils.neighbor_table import (check_similarity,
+                                               last_bbox_head)
 from mmgfn.registry import HOOKS
+from mmgfn.utils.fsdp import fsdp_kind
 
 
 @HOOKS.register_module()
@@ -84,6 +86,18 @@ class BackgroundRoIPerturbationHook(Hook):
         attack_mode (str): ``'eval'`` or ``'train'`` mode of the detector
             while the step is computed. Defaults to 'eval'.
         seed (int, optional): Seed of the neighbour draws. Defaults to None.
+        similarity (str): ``'cosine'`` or ``'dot'``, the class similarity
+            of a table built from the box head. Defaults to 'cosine'.
+        attack_chunk (int): Images per attack forward/backward with
+            ``attack_mode='eval'`` (each image's step depends on that image
+            only, so chunks give the same step); the attack's activations
+            then take ``attack_chunk / N`` of the whole batch's memory and
+            stay below the training step's peak. 0 attacks the whole batch
+            at once (always so in ``'train'`` mode, where BatchNorm couples
+            the images). Defaults to 1.
+        grad_scaler (dict, optional): Arguments of
+            :class:`mmgfn.models.utils.AttackGradScaler` (``min_scale``,
+            ``warn_threshold``, ...). Defaults to None (its defaults).
 
     Raises:
         ValueError: On bad options, for a detector without an RoI head, or
@@ -100,7 +114,10 @@ class BackgroundRoIPerturbationHook(Hook):
                  topk: int = 20,
                  neighbor_file: Optional[str] = None,
                  attack_mode: str = 'eval',
-                 seed: Optional[int] = None) -> None:
+                 seed: Optional[int] = None,
+                 similarity: str = 'cosine',
+                 attack_chunk: int = 1,
+                 grad_scaler: Optional[dict] = None) -> None:
         if not eta > 0:
             raise ValueError(f'eta must be > 0, got {eta!r}')
         if eta_unit not in ('normalized', 'pixel'):
@@ -115,6 +132,12 @@ class BackgroundRoIPerturbationHook(Hook):
         if not isinstance(num_steps, int) or num_steps < 1:
             raise ValueError(
                 f'num_steps must be an integer >= 1, got {num_steps!r}')
+        if not isinstance(attack_chunk, int) or attack_chunk < 0:
+            raise ValueError(
+                f'attack_chunk must be an integer >= 0, got {attack_chunk!r}')
+        check_similarity(similarity)
+        self.similarity = similarity
+        self.attack_chunk = attack_chunk
         self.eta = float(eta)
         self.eta_unit = eta_unit
         self.num_steps = num_steps
@@ -130,7 +153,7 @@ class BackgroundRoIPerturbationHook(Hook):
         self._saved_table: Optional[dict] = None
         self._handle = None
         self._model: Optional[nn.Module] = None
-        self.grad_scaler = AttackGradScaler()
+        self.grad_scaler = AttackGradScaler(**(grad_scaler or {}))
 
     # ------------------------------------------------------------- hooks
     def before_train(self, runner) -> None:
@@ -150,15 +173,25 @@ class BackgroundRoIPerturbationHook(Hook):
         """Save the neighbour table with the checkpoint."""
         if self.table is not None and self.table.is_built:
             checkpoint['neighbor_table'] = dict(
-                neighbors=self.table.neighbors.cpu(), source=self.table.source)
+                neighbors=self.table.neighbors.cpu(), source=self.table.source,
+                similarity=self.table.similarity)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         """Restore the neighbour table of a resumed run."""
         saved = checkpoint.get('neighbor_table')
         if saved is not None and self.table is not None:
-            self.table.load_neighbors(saved['neighbors'], saved['source'])
+            self._restore(saved)
         elif saved is not None:
             self._saved_table = saved
+
+    def _restore(self, saved: dict) -> None:
+        """Load a checkpoint's table (validated; a table saved before the
+        similarity was recorded is a cosine table)."""
+        similarity = saved.get('similarity', 'cosine')
+        check_similarity(similarity, 'checkpoint')
+        self.table.similarity = similarity
+        self.table.load_neighbors(saved['neighbors'], saved['source'],
+                                  origin='checkpoint')
 
     # ----------------------------------------------------------- attack
     def bind(self, model: nn.Module,
@@ -170,6 +203,12 @@ class BackgroundRoIPerturbationHook(Hook):
             dataset_classes (Sequence[str], optional): The training set's
                 classes, checked against the detector's.
         """
+        if any(fsdp_kind(m) for m in model.modules()):
+            raise RuntimeError(
+                'BackgroundRoIPerturbationHook does not support sharded '
+                'models (FullyShardedDataParallel or fully_shard): the '
+                'attack\'s frozen forward/backward through sharded '
+                'parameters is not validated. Train with DDP')
         roi_head = getattr(model, 'roi_head', None)
         if roi_head is None or not getattr(roi_head, 'with_bbox', False):
             raise ValueError(
@@ -189,12 +228,12 @@ class BackgroundRoIPerturbationHook(Hook):
             if self.neighbor_file:
                 self.table = NeighborTable.from_file(
                     self.neighbor_file, num_classes=num_classes,
-                    topk=self.topk)
+                    topk=self.topk, similarity=self.similarity)
             else:
-                self.table = NeighborTable(num_classes, self.topk)
+                self.table = NeighborTable(num_classes, self.topk,
+                                           similarity=self.similarity)
             if self._saved_table is not None:
-                self.table.load_neighbors(self._saved_table['neighbors'],
-                                          self._saved_table['source'])
+                self._restore(self._saved_table)
             for loss in losses:
                 loss.share_neighbor_table(self.table)
 
@@ -204,6 +243,7 @@ class BackgroundRoIPerturbationHook(Hook):
             return output
         output['inputs'] = self.perturb(output['inputs'],
                                         output['data_samples'])
+        self.grad_scaler.publish()
         return output
 
     def targets(self, labels: Tensor) -> Tensor:
@@ -259,23 +299,47 @@ class BackgroundRoIPerturbationHook(Hook):
         mask = padding_mask([s.img_shape[:2] for s in data_samples], inputs)
         if mask is not None:
             step = step * mask
-        roi_head = model.roi_head
         eval_mode = self.attack_mode == 'eval'
+        num = len(data_samples)
+        chunk = self.attack_chunk if eval_mode and self.attack_chunk else num
+        with frozen_model(model, eval_mode=eval_mode):
+            return torch.cat([
+                self._attack_images(model, inputs, rois, targets, step, lower,
+                                    upper, start, min(start + chunk, num),
+                                    eval_mode)
+                for start in range(0, num, chunk)
+            ])
+
+    def _attack_images(self, model: nn.Module, inputs: Tensor, rois: Tensor,
+                       targets: Tensor, step, lower, upper, start: int,
+                       end: int, eval_mode: bool) -> Tensor:
+        """The step of images ``start..end - 1`` (their own forward and
+        backward: the graph is freed before the next chunk)."""
+        roi_head = model.roi_head
+        keep = (rois[:, 0] >= start) & (rois[:, 0] < end)
+        chunk_rois = rois[keep].clone()
+        chunk_rois[:, 0] -= start
+        chunk_targets = targets[keep]
         # RoIs of one image share its pixels: CE's relative RoI weights are
         # kept per image (per batch when BatchNorm couples the images)
-        groups = rois[:, 0].long() if eval_mode else torch.zeros_like(labels)
+        groups = (chunk_rois[:, 0].long() if eval_mode else
+                  torch.zeros_like(chunk_targets))
+        if not len(chunk_rois):  # no box in these images: nothing to attack
+            return inputs[start:end]
         stages = getattr(roi_head, 'num_stages', 1)
+        if isinstance(step, Tensor) and step.size(0) == len(inputs):
+            step = step[start:end]
 
         def logits_fn(x: Tensor) -> Tensor:
             feats = model.extract_feat(x)
-            return torch.cat(list(_roi_class_scores(roi_head, feats, rois)))
+            return torch.cat(
+                list(_roi_class_scores(roi_head, feats, chunk_rois)))
 
-        with frozen_model(model, eval_mode=eval_mode):
-            return sign_gradient_attack(
-                logits_fn, inputs, targets.repeat(stages), step, lower,
-                upper, self.num_steps, toward=True,
-                groups=groups.repeat(stages), num_groups=len(data_samples),
-                scaler=self.grad_scaler)
+        return sign_gradient_attack(
+            logits_fn, inputs[start:end], chunk_targets.repeat(stages), step,
+            lower, upper, self.num_steps, toward=True,
+            groups=groups.repeat(stages), num_groups=end - start,
+            scaler=self.grad_scaler)
 
     def _maybe_build_table(self, model: nn.Module) -> None:
         if self.table is None or self.table.is_built:

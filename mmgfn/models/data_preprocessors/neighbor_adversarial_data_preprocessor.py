@@ -25,6 +25,7 @@ from mmpretrain.models.utils.data_preprocessor import ClsDataPreprocessor
 from torch import Tensor, nn
 
 from mmgfn.registry import MODELS
+from mmgfn.utils.fsdp import fsdp_kind
 from ..utils.attack import (AttackGradScaler, frozen_model, padding_mask,
                             sign_gradient_attack, step_and_bounds)
 from ..utils.neighbor_table import (NeighborTable, check_topk, find_modules,
@@ -72,8 +73,11 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
     keeps the component a plain ``data_preprocessor`` of mmpretrain
     configs, where an explicit model argument would need a custom model
     class. Under DDP the attack runs the wrapped module, so no gradient
-    synchronisation is triggered; FSDP is refused with a message (the
-    attack would run outside its parameter unsharding). The preprocessor
+    synchronisation is triggered. Sharded models are refused with a
+    message at the first training step: FSDP1 (a
+    ``FullyShardedDataParallel`` wrapper) and FSDP2 (a model passed to
+    ``torch.distributed.fsdp.fully_shard``); single-device, DataParallel-free
+    and DDP training are what is supported. The preprocessor
     shares its neighbour table with every :class:`NeighborWeightedCELoss`
     of the model that has no table of its own.
 
@@ -85,15 +89,20 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
     training mode (the gradient of the forward pass about to run). The paper
     does not say; for ViTs without dropout both are the same.
 
-    **Exact signs.** The step takes the sign of the cross-entropy's input
+    **Signs.** The step takes the sign of the cross-entropy's input
     gradient through :func:`mmgfn.models.utils.ce_sign_gradient`, which does
     not vanish for confident samples (a float32 CE gradient does once
     ``CE < ~6e-8``, and the untargeted step then fails to raise the loss);
-    under float16 autocast the backward is scaled
-    (:class:`mmgfn.models.utils.AttackGradScaler`) so that small gradients
-    keep their sign. In ``attack_mode='eval'`` every sample's sign is exact
-    on its own; in ``'train'`` the samples keep CE's relative weights
-    (BatchNorm couples them). No step waits for the GPU: errors found on the
+    when the backward runs in float16 (float16 logits or float16 autocast)
+    it is scaled (:class:`mmgfn.models.utils.AttackGradScaler`) so that small
+    gradients keep their sign (float16 rounding still flips a few signs
+    against a float64 reference: see the README). In ``attack_mode='eval'``
+    every sample's sign is CE's on its own; in ``'train'`` the samples keep
+    CE's relative weights (BatchNorm couples them). A sample whose input
+    gradient is not finite is left unperturbed for the step and counted;
+    the share per step goes to the training log as ``gfn_unperturbed``
+    (message hub key ``train/gfn_unperturbed``), with a warning above
+    ``grad_scaler.warn_threshold``. No step waits for the GPU: errors found on the
     device are raised asynchronously (:mod:`mmgfn.models.utils.deferred_check`).
 
     **No trace.** Parameters, their ``.grad``, buffers (BatchNorm statistics)
@@ -134,6 +143,12 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
             Defaults to 0.
         attack_mode (str): ``'eval'`` or ``'train'``, the model's mode while
             the step is computed. Defaults to 'eval'.
+        similarity (str): ``'cosine'`` or ``'dot'``, the class similarity
+            that ranks the neighbours of a table built from the head.
+            Defaults to 'cosine'.
+        grad_scaler (dict, optional): Arguments of
+            :class:`mmgfn.models.utils.AttackGradScaler` (``min_scale``,
+            ``warn_threshold``, ...). Defaults to None (its defaults).
         mean, std, pad_size_divisor, pad_value, to_rgb, to_onehot,
         batch_augments: As in :class:`ClsDataPreprocessor`.
 
@@ -154,6 +169,8 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
                  neighbor_file: Optional[str] = None,
                  refresh_interval: int = 0,
                  attack_mode: str = 'eval',
+                 similarity: str = 'cosine',
+                 grad_scaler: Optional[dict] = None,
                  mean: Optional[Sequence[Number]] = None,
                  std: Optional[Sequence[Number]] = None,
                  pad_size_divisor: int = 1,
@@ -201,15 +218,17 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
         # needs neither the file nor a table. A file that exists is checked
         # now; a missing one is an error at the first training step (and
         # before it, in tools/train.py's preflight)
-        self.neighbor_table = NeighborTable(num_classes, topk)
+        self.neighbor_table = NeighborTable(num_classes, topk,
+                                            similarity=similarity)
         # not a submodule (it must not enter state_dict)
         self.__dict__['_file_table'] = None
         if neighbor_file and osp.isfile(neighbor_file):
             self.__dict__['_file_table'] = NeighborTable.from_file(
-                neighbor_file, num_classes=num_classes, topk=topk)
+                neighbor_file, num_classes=num_classes, topk=topk,
+                similarity=similarity)
         self._table_resolved = False
         self._loss_uses_table = False
-        self.grad_scaler = AttackGradScaler()
+        self.grad_scaler = AttackGradScaler(**(grad_scaler or {}))
         self._bound = None
         self._train_steps = 0
 
@@ -258,15 +277,16 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
         """``module`` (unwrapped from DDP) if it owns this preprocessor."""
         if not isinstance(module, nn.Module) or module is self:
             return None
-        if _is_fsdp(module):
-            inner = getattr(module, 'module', None)
+        fsdp = fsdp_kind(module)
+        if fsdp is not None:
+            inner = getattr(module, 'module', module)
             if getattr(inner, 'data_preprocessor', None) is self:
                 raise RuntimeError(
                     'NeighborAdversarialDataPreprocessor does not support '
-                    'FullyShardedDataParallel: the attack differentiates the '
-                    'whole model outside the wrapper\'s parameter unsharding. '
-                    'Train with DDP (MMDistributedDataParallel, the default '
-                    'of tools/dist_train.sh)')
+                    f'{fsdp}: the attack\'s frozen forward/backward through '
+                    'sharded parameters is not validated. Train with DDP '
+                    '(MMDistributedDataParallel, the default of '
+                    'tools/dist_train.sh)')
             return None
         module = getattr(module, 'module', module)
         if getattr(module, 'data_preprocessor', None) is self:
@@ -330,6 +350,7 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
         data['inputs'] = self.perturb(
             model, inputs, self._labels(samples),
             valid=padding_mask(sizes, inputs))
+        self.grad_scaler.publish()
         return data
 
     def perturb(self,
@@ -473,7 +494,8 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
         """The ``C x k`` neighbours of ``neighbor_file``."""
         table = self.__dict__['_file_table'] or NeighborTable.from_file(
             self.neighbor_file, num_classes=self.neighbor_table.num_classes,
-            topk=self.neighbor_table.topk)
+            topk=self.neighbor_table.topk,
+            similarity=self.neighbor_table.similarity)
         return table.neighbors
 
     def _warn_if_differs(self, checkpoint: Tensor, file: Tensor,
@@ -494,14 +516,6 @@ def _resumed() -> bool:
                                                               0)) > 0
     except (TypeError, ValueError):
         return False
-
-
-def _is_fsdp(module: nn.Module) -> bool:
-    try:
-        from torch.distributed.fsdp import FullyShardedDataParallel
-    except ImportError:  # torch built without distributed
-        return False
-    return isinstance(module, FullyShardedDataParallel)
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:

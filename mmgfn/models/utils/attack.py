@@ -20,13 +20,17 @@ gradients, no ``.grad`` touched, no DDP gradient hooks fired); buffers such
 as BatchNorm running statistics are restored afterwards, and so is every
 submodule's ``training`` flag.
 """
+from collections import deque
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
+from typing import (Callable, Deque, Iterator, Optional, Sequence, Tuple,
+                    Union)
 
 import torch
 from torch import Tensor, nn
 
-from .deferred_check import deferred_check
+
+#: Unread float16 share copies kept before the oldest is waited for.
+MAX_PENDING_SHARES = 8
 
 
 @contextmanager
@@ -115,71 +119,195 @@ def ce_sign_gradient(logits: Tensor,
 
 
 class AttackGradScaler:
-    """Dynamic scale of the attack's logit gradient under float16.
+    """Dynamic scale of the attack's logit gradient under float16, and the
+    count of samples the attack had to leave unperturbed.
 
     Only the sign of the input gradient is used, but a float16 backward
     (``--amp`` on CUDA with mmengine's default dtype) flushes small
     gradients to zero and a zero sign leaves the element unperturbed. The
     attack therefore starts its backward from ``scale * G`` (``G`` from
     :func:`ce_sign_gradient`, entries in ``[-1, 1]``), as loss scaling does
-    for weight gradients. Overflow is handled the way
-    :class:`torch.amp.GradScaler` handles it, on the device and without a
-    host sync: a sample whose input gradient is not finite is left
-    unperturbed for that step (counted in :attr:`unperturbed`), and the
-    scale halves; after ``growth_interval`` clean attacks it doubles, up to
-    ``max_scale`` (float16's largest value is 65504). Backwards in float32
-    and bfloat16 (float32's exponent range) are not scaled.
+    for weight gradients. Whether to scale is decided by the backward's
+    precision: the logits are float16, *or* float16 autocast is on for the
+    inputs' device (a head that ends in a float32 op, e.g. ``.float()``,
+    still backpropagates through float16 layers). float32 and bfloat16
+    (float32's exponent range) backwards are not scaled.
+
+    **Policy for non-finite samples.** A sample whose input gradient is not
+    finite (an overflow of the scaled float16 backward, or NaN/inf logits)
+    is left unperturbed for that step, trains on its clean input, and is
+    counted; the attack never raises for it (mixed-precision training goes
+    on, as :class:`torch.amp.GradScaler` skips a step). Nothing is retried.
+    The scale halves only when the logits were finite (an overflow of the
+    scaled backward; NaN logits say nothing about the scale), never below
+    ``min_scale``, and doubles after ``growth_interval`` clean scaled
+    attacks, up to ``max_scale`` (float16's largest value is 65504); all on
+    the device, without a host sync.
+
+    **Logging.** :meth:`publish` adds the share of unperturbed samples of
+    each attacked step to mmengine's message hub (``log_key``, averaged over
+    the logging interval in ``train.log``) once its value has reached the
+    host (on CUDA: a copy that does not wait, read a few steps later), and
+    logs a warning when the share over the last ``warn_interval`` steps is
+    above ``warn_threshold``.
 
     Args:
         init_scale (float): First scale. Defaults to 2**13.
-        growth_interval (int): Clean attacks before the scale doubles.
-            Defaults to 100.
+        growth_interval (int): Clean scaled attacks before the scale
+            doubles. Defaults to 100.
         max_scale (float): Largest scale. Defaults to 2**15.
+        min_scale (float): Smallest scale, > 0. Defaults to 1.
+        warn_threshold (float): Share of unperturbed samples, in
+            ``[0, 1]``, above which a warning is logged. Defaults to 0.05.
+        warn_interval (int): Steps over which the share is compared with
+            ``warn_threshold``. Defaults to 50.
+        log_key (str): The message hub key. Defaults to
+            'train/gfn_unperturbed'.
     """
 
     def __init__(self,
                  init_scale: float = 2.0**13,
                  growth_interval: int = 100,
-                 max_scale: float = 2.0**15) -> None:
+                 max_scale: float = 2.0**15,
+                 min_scale: float = 1.0,
+                 warn_threshold: float = 0.05,
+                 warn_interval: int = 50,
+                 log_key: str = 'train/gfn_unperturbed') -> None:
+        if not 0 < min_scale <= init_scale <= max_scale:
+            raise ValueError(
+                'AttackGradScaler needs 0 < min_scale <= init_scale <= '
+                f'max_scale, got {min_scale}, {init_scale}, {max_scale}')
+        if not 0.0 <= warn_threshold <= 1.0:
+            raise ValueError('AttackGradScaler warn_threshold must be in '
+                             f'[0, 1], got {warn_threshold!r}')
         self.init_scale = float(init_scale)
         self.growth_interval = int(growth_interval)
         self.max_scale = float(max_scale)
+        self.min_scale = float(min_scale)
+        self.warn_threshold = float(warn_threshold)
+        self.warn_interval = int(warn_interval)
+        self.log_key = log_key
         self._scale: Optional[Tensor] = None
         self._clean: Optional[Tensor] = None
-        #: Samples left unperturbed after an overflow (a device tensor).
+        #: Samples left unperturbed so far (a device tensor), None before
+        #: the first attack.
         self.unperturbed: Optional[Tensor] = None
+        self._step_count: Optional[Tensor] = None
+        self._step_total = 0
+        self._pending: Deque[tuple] = deque()
+        self._window = [0.0, 0]  # unperturbed, samples since last warn check
+        self._window_steps = 0
 
-    def scale(self, logits: Tensor) -> Union[float, Tensor]:
-        """The factor for ``logits``' backward: 1 unless they are float16."""
-        if logits.dtype != torch.float16:
+    @staticmethod
+    def needs_scaling(logits: Tensor, inputs: Tensor) -> bool:
+        """Whether the backward from ``logits`` to ``inputs`` runs in
+        float16: float16 logits, or float16 autocast on ``inputs``'
+        device."""
+        if logits.dtype == torch.float16:
+            return True
+        device = inputs.device.type
+        return (torch.is_autocast_enabled(device)
+                and torch.get_autocast_dtype(device) == torch.float16)
+
+    def scale(self, logits: Tensor,
+              inputs: Optional[Tensor] = None) -> Union[float, Tensor]:
+        """The factor for ``logits``' backward to ``inputs``: 1 unless it
+        runs in float16 (see :meth:`needs_scaling`)."""
+        if not self.needs_scaling(logits,
+                                  logits if inputs is None else inputs):
             return 1.0
         if self._scale is None or self._scale.device != logits.device:
             self._scale = torch.full((), self.init_scale,
                                      device=logits.device)
             self._clean = torch.zeros((), device=logits.device)
-            self.unperturbed = torch.zeros((), device=logits.device)
         return self._scale
 
-    def update(self, finite: Tensor) -> None:
+    def count(self, finite: Tensor) -> None:
+        """Count the samples left unperturbed by this attack.
+
+        Args:
+            finite (Tensor): ``N`` bool, whether each sample's input gradient
+                is finite (False: the sample is left unperturbed).
+        """
+        bad = (~finite).sum()
+        if self.unperturbed is None or self.unperturbed.device != bad.device:
+            self.unperturbed = torch.zeros((), dtype=torch.long,
+                                           device=bad.device)
+        self.unperturbed = self.unperturbed + bad
+        self._step_count = bad if self._step_count is None \
+            else self._step_count + bad
+        self._step_total += finite.numel()
+
+    def update(self, finite: Tensor,
+               logits_finite: Optional[Tensor] = None) -> None:
         """Back off after an overflow, grow after clean attacks.
 
         Args:
             finite (Tensor): ``N`` bool, whether each sample's input gradient
                 is finite.
+            logits_finite (Tensor, optional): One bool, whether all logits
+                were finite; when False a non-finite gradient is not blamed
+                on the scale. Defaults to None (True).
         """
         overflow = ~finite.all()
+        if logits_finite is not None:
+            overflow = overflow & logits_finite
         clean = torch.where(overflow, 0.0, self._clean + 1)
         grow = clean >= self.growth_interval
         self._scale = torch.where(
-            overflow, self._scale * 0.5,
+            overflow, (self._scale * 0.5).clamp(min=self.min_scale),
             torch.where(grow, (self._scale * 2).clamp(max=self.max_scale),
                         self._scale))
         self._clean = torch.where(grow, 0.0, clean)
-        self.unperturbed = self.unperturbed + (~finite).sum()
 
     def get_scale(self) -> float:
         """The current scale as a float (a host sync; for logs and tests)."""
         return 1.0 if self._scale is None else float(self._scale)
+
+    def publish(self) -> None:
+        """Close a training step: queue its share of unperturbed samples
+        for the message hub, and publish the shares that reached the host
+        (all of them on the CPU; on CUDA those whose copy has landed, the
+        oldest waited for beyond :data:`MAX_PENDING_SHARES`)."""
+        if self._step_count is not None:
+            count, total = self._step_count, self._step_total
+            self._step_count, self._step_total = None, 0
+            if count.is_cuda:
+                host = torch.empty((), dtype=count.dtype, pin_memory=True)
+                host.copy_(count, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record()
+            else:
+                host, event = count, None
+            self._pending.append((event, host, total))
+        while self._pending:
+            event, host, total = self._pending[0]
+            if event is not None and not event.query():
+                if len(self._pending) <= MAX_PENDING_SHARES:
+                    return
+                event.synchronize()
+            self._pending.popleft()
+            self._log_share(int(host), total)
+
+    def _log_share(self, unperturbed: int, total: int) -> None:
+        from mmengine.logging import MessageHub, MMLogger
+        MessageHub.get_current_instance().update_scalar(
+            self.log_key, unperturbed / max(total, 1))
+        self._window[0] += unperturbed
+        self._window[1] += total
+        self._window_steps += 1
+        if self._window_steps < self.warn_interval:
+            return
+        share = self._window[0] / max(self._window[1], 1)
+        if share > self.warn_threshold:
+            MMLogger.get_current_instance().warning(
+                f'the GFN attack left {share:.1%} of the samples of the last '
+                f'{self._window_steps} steps unperturbed (non-finite input '
+                'gradient: NaN/inf logits or a float16 overflow), above '
+                f'warn_threshold={self.warn_threshold}; they trained on '
+                'clean inputs')
+        self._window = [0.0, 0]
+        self._window_steps = 0
 
 
 def sign_gradient_attack(logits_fn: Callable[[Tensor], Tensor],
@@ -205,9 +333,10 @@ def sign_gradient_attack(logits_fn: Callable[[Tensor], Tensor],
     ``|x' - x| <= step`` (per channel), so the total budget is ``step``
     whatever the number of steps.
 
-    Non-finite logits raise :class:`FloatingPointError` (asynchronously on
-    CUDA, see :func:`mmgfn.models.utils.deferred_check`); the step itself
-    makes no host sync.
+    A sample whose input gradient is not finite (NaN/inf logits, a float16
+    overflow) is left unperturbed for the step and counted by ``scaler``
+    (see :class:`AttackGradScaler`); nothing raises. The step makes no host
+    sync.
 
     Args:
         logits_fn (Callable): Maps an ``N x 3 x H x W`` input to ``M x K``
@@ -228,8 +357,8 @@ def sign_gradient_attack(logits_fn: Callable[[Tensor], Tensor],
             an input (see :func:`ce_sign_gradient`). Defaults to None (rows
             independent).
         num_groups (int, optional): Number of groups.
-        scaler (AttackGradScaler, optional): Scales float16 backwards.
-            Defaults to None (no scaling).
+        scaler (AttackGradScaler, optional): Scales float16 backwards and
+            counts unperturbed samples. Defaults to None (no scaling).
 
     Returns:
         Tensor: The perturbed batch, same shape and dtype as ``inputs``,
@@ -246,20 +375,20 @@ def sign_gradient_attack(logits_fn: Callable[[Tensor], Tensor],
         x = x.clone().requires_grad_(True)
         with torch.enable_grad():
             logits = logits_fn(x)
-            deferred_check(
-                torch.isfinite(logits).all(),
-                'the attack\'s logits are not finite: the model or its '
-                'inputs produce NaN/inf',
-                error=FloatingPointError)
-            scale = 1.0 if scaler is None else scaler.scale(logits)
+            scale = 1.0 if scaler is None else scaler.scale(logits, x)
             grad_logits = ce_sign_gradient(logits, targets, groups,
                                            num_groups) * scale
             (grad, ) = torch.autograd.grad(logits, x, grad_logits)
-        if isinstance(scale, Tensor):
-            finite = torch.isfinite(grad).flatten(1).all(1)
-            scaler.update(finite)
-            grad = torch.where(finite.view(-1, *[1] * (grad.dim() - 1)),
-                               grad, 0.0)
+            logits_finite = torch.isfinite(logits.detach()).all()
+            del logits, grad_logits  # the attack's graph ends here
+        # non-finite samples (overflow, NaN/inf logits) stay unperturbed
+        finite = torch.isfinite(grad).flatten(1).all(1)
+        grad = torch.where(finite.view(-1, *[1] * (grad.dim() - 1)), grad,
+                           0.0)
+        if scaler is not None:
+            scaler.count(finite)
+            if isinstance(scale, Tensor):
+                scaler.update(finite, logits_finite)
         x = x.detach() + sign * alpha * grad.sign()
         if num_steps > 1:
             x = torch.max(torch.min(x, x0 + step), x0 - step)

@@ -2,7 +2,9 @@
 
 GFN (Gain From Neighbors, CVPR 2025), Sec. 3.1 and Eq. 4: the class
 embedding ``z_c`` is the mean feature of class ``c``; the similarity of two
-classes is the cosine of their embeddings; the *similarity rank* of class
+classes is the cosine of their embeddings (``similarity='cosine'``, the
+default) or their dot product ``<z_i, z_j>`` (``'dot'``, Eq. 4 as
+printed); the *similarity rank* of class
 ``j`` for class ``c`` is ``j``'s position in row ``c`` sorted by decreasing
 similarity, the class itself excluded (rank 1 = most similar other class).
 
@@ -18,9 +20,14 @@ The table has two sources:
   refreshed during training.
 
 It is an ``nn.Module`` whose ``neighbors`` (``C x k`` int64) and ``built``
-buffers are persistent, so a model that owns a table keeps it in its
-checkpoints and a resumed run uses the same neighbours. Saved on its own
-(:meth:`NeighborTable.save`) it is a JSON file with its metadata.
+buffers are persistent, with its similarity (``similarity_id``), so a model that
+owns a table keeps it in its checkpoints and a resumed run uses the same
+neighbours. Saved on its own (:meth:`NeighborTable.save`) it is a JSON file
+with its metadata.
+
+Every route that fills a table (a file, a checkpoint, a build from
+embeddings) goes through :func:`check_neighbors`: shape ``C x k``, indices
+in ``[0, C)``, no class its own neighbour, no class twice in a row.
 """
 import json
 import os.path as osp
@@ -33,6 +40,7 @@ from torch import Tensor, nn
 from .features import forward_batch
 
 FILE_FORMAT = 'mmgfn-neighbor-table/1'
+SIMILARITIES = ('cosine', 'dot')
 
 
 class NeighborTable(nn.Module):
@@ -47,17 +55,25 @@ class NeighborTable(nn.Module):
             Defaults to 20 (the paper's k).
         class_names (Sequence[str], optional): Names of the classes, used in
             messages and saved with the table. Defaults to None.
+        similarity (str): ``'cosine'`` or ``'dot'``, the class similarity
+            a build from embeddings ranks by. Defaults to 'cosine'.
 
     Raises:
-        ValueError: If ``topk`` is not in ``[1, num_classes)``.
+        ValueError: If ``topk`` is not in ``[1, num_classes)`` or the
+            similarity is unknown.
     """
 
     def __init__(self,
                  num_classes: int,
                  topk: int = 20,
-                 class_names: Optional[Sequence[str]] = None) -> None:
+                 class_names: Optional[Sequence[str]] = None,
+                 similarity: str = 'cosine') -> None:
         super().__init__()
         check_topk(topk, num_classes)
+        check_similarity(similarity)
+        self.register_buffer(
+            'similarity_id',
+            torch.tensor(SIMILARITIES.index(similarity), dtype=torch.long))
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f'{len(class_names)} class names given for '
                              f'num_classes={num_classes}')
@@ -77,7 +93,8 @@ class NeighborTable(nn.Module):
     # ------------------------------------------------------------------ build
     def update_from_embeddings(self, embeddings: Tensor,
                                source: str = 'embedding') -> None:
-        """Rebuild the neighbours from class embeddings (cosine, Eq. 4).
+        """Rebuild the neighbours from class embeddings (Eq. 4, ranked by
+        :attr:`similarity`).
 
         Args:
             embeddings (Tensor): ``C x D`` float, one row per class (class
@@ -89,9 +106,11 @@ class NeighborTable(nn.Module):
             ValueError: For a row count other than ``C`` or a NaN/inf/all-zero
                 row (the message names the class).
         """
-        self.neighbors.copy_(
-            neighbors_from_embeddings(embeddings, self.topk,
-                                      self.class_names))
+        neighbors = neighbors_from_embeddings(embeddings, self.topk,
+                                              self.class_names,
+                                              self.similarity)
+        self._check(neighbors, 'built')
+        self.neighbors.copy_(neighbors)
         self._set_built(source)
 
     def _set_built(self, source: str) -> None:
@@ -100,28 +119,44 @@ class NeighborTable(nn.Module):
         self.source = source
         self.version += 1
 
-    def load_neighbors(self, neighbors: Tensor, source: str) -> None:
+    def load_neighbors(self,
+                       neighbors: Tensor,
+                       source: str,
+                       origin: Optional[str] = None) -> None:
         """Set the table from a ``C x k'`` index matrix with ``k' >= k``
-        (its first ``k`` columns, i.e. ranks 1..k, are kept)."""
-        neighbors = torch.as_tensor(neighbors, dtype=torch.long)
-        if neighbors.dim() != 2 or neighbors.size(0) != self.num_classes:
-            raise ValueError(
-                f'neighbour matrix of shape {tuple(neighbors.shape)} does not '
-                f'match num_classes={self.num_classes}')
-        if neighbors.size(1) < self.topk:
-            raise ValueError(f'the neighbour matrix has {neighbors.size(1)} '
-                             f'neighbours per class, topk={self.topk} needs '
-                             'at least as many')
-        neighbors = neighbors[:, :self.topk]
-        own = neighbors == torch.arange(self.num_classes)[:, None]
-        bad = (neighbors < 0) | (neighbors >= self.num_classes) | own
-        if bad.any():
-            c = int(bad.any(1).nonzero()[0])
-            raise ValueError(f'invalid neighbours {neighbors[c].tolist()} for '
-                             f'{self.describe(c)}: indices must be in '
-                             f'[0, {self.num_classes}) and not the class')
+        (its first ``k`` columns, i.e. ranks 1..k, are kept).
+
+        Args:
+            neighbors (Tensor): ``C x k'`` int64 class indices.
+            source (str): What they were built from (recorded).
+            origin (str, optional): The route, named in errors (a file
+                path, ``'checkpoint'``). Defaults to ``source``.
+
+        Raises:
+            ValueError: See :func:`check_neighbors`.
+        """
+        neighbors = torch.as_tensor(neighbors)
+        if neighbors.dim() == 2 and neighbors.size(1) > self.topk:
+            neighbors = neighbors[:, :self.topk]
+        self._check(neighbors, origin or source)
         self.neighbors.copy_(neighbors.to(self.neighbors.device))
         self._set_built(source)
+
+    def _check(self, neighbors: Tensor, source: str) -> None:
+        check_neighbors(neighbors, self.num_classes, self.topk, source,
+                        self.class_names)
+
+    @property
+    def similarity(self) -> str:
+        """``'cosine'`` or ``'dot'``, kept in checkpoints as the index
+        buffer ``similarity_id`` (a tensor, so that mmengine can broadcast
+        the state dict between ranks)."""
+        return SIMILARITIES[int(self.similarity_id)]
+
+    @similarity.setter
+    def similarity(self, value: str) -> None:
+        check_similarity(value)
+        self.similarity_id.fill_(SIMILARITIES.index(value))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata,
                               strict, missing_keys, unexpected_keys,
@@ -135,11 +170,24 @@ class NeighborTable(nn.Module):
         """
         names = [prefix + 'neighbors', prefix + 'built']
         present = all(name in state_dict for name in names)
+        if present and bool(state_dict[prefix + 'built']):
+            # validated before anything is copied into the table
+            self._check(torch.as_tensor(state_dict[prefix + 'neighbors']),
+                        'checkpoint')
+        # a checkpoint written before the similarity was recorded: cosine
+        if present and prefix + 'similarity_id' not in state_dict:
+            state_dict[prefix + 'similarity_id'] = torch.tensor(0)
+        if prefix + 'similarity_id' in state_dict:
+            code = int(state_dict[prefix + 'similarity_id'])
+            if not 0 <= code < len(SIMILARITIES):
+                raise NeighborTableError(
+                    f'checkpoint: similarity_id {code} is not one of '
+                    f'{list(range(len(SIMILARITIES)))} {list(SIMILARITIES)}')
         super()._load_from_state_dict(state_dict, prefix, local_metadata,
                                       strict, missing_keys, unexpected_keys,
                                       error_msgs)
         if not present:
-            for name in names:
+            for name in names + [prefix + 'similarity_id']:
                 if name in missing_keys:
                     missing_keys.remove(name)
             return
@@ -218,6 +266,7 @@ class NeighborTable(nn.Module):
             num_classes=self.num_classes,
             topk=self.topk,
             source=self.source,
+            similarity=self.similarity,
             class_names=self.class_names,
             neighbors=self.neighbors.cpu().tolist())
         with open(path, 'w', encoding='utf-8') as f:
@@ -227,7 +276,8 @@ class NeighborTable(nn.Module):
     def from_file(cls,
                   path: str,
                   num_classes: Optional[int] = None,
-                  topk: Optional[int] = None) -> 'NeighborTable':
+                  topk: Optional[int] = None,
+                  similarity: Optional[str] = None) -> 'NeighborTable':
         """Load a table written by :meth:`save`.
 
         Args:
@@ -236,6 +286,10 @@ class NeighborTable(nn.Module):
                 expects; a file for another number is refused.
             topk (int, optional): Keep the first ``topk`` neighbours (must be
                 <= the file's). Defaults to the file's.
+            similarity (str, optional): The similarity the caller expects;
+                a file ranked by another is refused. Files written before
+                the similarity was recorded are cosine tables. Defaults to
+                None (the file's).
 
         Raises:
             FileNotFoundError: If ``path`` is missing.
@@ -256,14 +310,84 @@ class NeighborTable(nn.Module):
                 raise ValueError(
                     f'it is for {meta["num_classes"]} classes, the model has '
                     f'{num_classes}')
+            saved = meta.get('similarity', 'cosine')
+            if similarity is not None and saved != similarity:
+                raise ValueError(f'its neighbours are ranked by {saved!r} '
+                                 f'similarity, {similarity!r} is configured')
             table = cls(meta['num_classes'],
                         meta['topk'] if topk is None else topk,
-                        meta.get('class_names'))
-            table.load_neighbors(
-                torch.tensor(meta['neighbors']), meta.get('source') or 'file')
-        except (ValueError, KeyError, json.JSONDecodeError) as e:
+                        meta.get('class_names'), similarity=saved)
+            neighbors = torch.tensor(meta['neighbors'])
+            if neighbors.dim() == 2 and neighbors.size(1) > table.topk:
+                neighbors = neighbors[:, :table.topk]
+            check_neighbors(neighbors, table.num_classes, table.topk,
+                            f'neighbour file "{path}"', table.class_names)
+            table.load_neighbors(neighbors, meta.get('source') or 'file')
+        except NeighborTableError:
+            raise
+        except (ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
             raise ValueError(f'neighbour file "{path}": {e}') from e
         return table
+
+
+class NeighborTableError(ValueError):
+    """An invalid neighbour matrix (the message names its source and row)."""
+
+
+def check_similarity(similarity: str, where: str = 'similarity') -> None:
+    """Raise ValueError unless ``similarity`` is one of
+    :data:`SIMILARITIES`."""
+    if similarity not in SIMILARITIES:
+        raise ValueError(f'{where}: similarity={similarity!r} is not one of '
+                         f'{list(SIMILARITIES)}')
+
+
+def check_neighbors(neighbors: Tensor,
+                    num_classes: int,
+                    topk: int,
+                    source: str,
+                    class_names: Optional[Sequence[str]] = None) -> None:
+    """The one validation of a neighbour matrix, whatever its route.
+
+    Args:
+        neighbors (Tensor): ``C x k`` integer class indices; row ``c`` holds
+            the neighbours of class ``c`` by rank.
+        num_classes (int): ``C``.
+        topk (int): ``k``.
+        source (str): Where the matrix comes from, named in the error
+            (``'neighbour file "PATH"'``, ``'checkpoint'``, ``'built'``).
+        class_names (Sequence[str], optional): For the error message.
+
+    Raises:
+        NeighborTableError: (a ValueError) one line naming ``source`` and,
+            for a bad entry, the row: a shape other than ``C x k``, an index
+            outside ``[0, C)``, a class its own neighbour, a class twice in
+            one row.
+    """
+    if neighbors.dim() != 2 or tuple(neighbors.shape) != (num_classes,
+                                                          topk):
+        raise NeighborTableError(
+            f'{source}: neighbour matrix of shape {tuple(neighbors.shape)}, '
+            f'expected {num_classes} x {topk} (num_classes={num_classes}, '
+            f'topk={topk})')
+    if neighbors.is_floating_point() or neighbors.dtype == torch.bool:
+        raise NeighborTableError(f'{source}: neighbour indices must be '
+                                 f'integers, got {neighbors.dtype}')
+    neighbors = neighbors.detach().long().cpu()
+    rows = torch.arange(num_classes)[:, None]
+    out = (neighbors < 0) | (neighbors >= num_classes)
+    own = neighbors == rows
+    ordered = neighbors.sort(1).values
+    dup = torch.zeros_like(out)
+    dup[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
+    for bad, what in ((out, f'an index outside [0, {num_classes})'),
+                      (own, 'the class itself'),
+                      (dup, 'a class twice')):
+        if bad.any():
+            c = int(bad.any(1).nonzero()[0])
+            raise NeighborTableError(
+                f'{source}: row {c} ({_name(c, class_names)}) has {what}: '
+                f'{neighbors[c].tolist()}')
 
 
 def check_topk(topk: int, num_classes: int, limit: Optional[int] = None):
@@ -286,16 +410,17 @@ def _name(c: int, class_names: Optional[Sequence[str]]) -> str:
     return f'class {c} ("{class_names[c]}")' if class_names else f'class {c}'
 
 
-def neighbors_from_embeddings(
-        embeddings: Tensor,
-        topk: int,
-        class_names: Optional[Sequence[str]] = None) -> Tensor:
-    """Top-k cosine neighbours of every class (Eq. 4), self excluded.
+def neighbors_from_embeddings(embeddings: Tensor,
+                              topk: int,
+                              class_names: Optional[Sequence[str]] = None,
+                              similarity: str = 'cosine') -> Tensor:
+    """Top-k most similar classes of every class (Eq. 4), self excluded.
 
     Args:
         embeddings (Tensor): ``C x D`` float class embeddings.
         topk (int): Neighbours per class, ``1 <= k < C``.
         class_names (Sequence[str], optional): For error messages.
+        similarity (str): ``'cosine'`` or ``'dot'``. Defaults to 'cosine'.
 
     Returns:
         Tensor: ``C x k`` int64; column ``r - 1`` holds the class of rank
@@ -319,15 +444,21 @@ def neighbors_from_embeddings(
         c = int(zero.nonzero()[0])
         raise ValueError(f'the embedding of {_name(c, class_names)} is all '
                          'zeros: its similarity to other classes is undefined')
-    sim = similarity_matrix(emb)
+    check_similarity(similarity)
+    sim = similarity_matrix(emb, similarity)
     sim.fill_diagonal_(float('-inf'))
     # stable sort: equal similarities keep the lower class index first
     order = torch.sort(sim, dim=1, descending=True, stable=True).indices
     return order[:, :topk].cpu()
 
 
-def similarity_matrix(embeddings: Tensor) -> Tensor:
-    """``C x C`` cosine similarities ``M_ij = <z_i, z_j> / |z_i||z_j|``."""
+def similarity_matrix(embeddings: Tensor,
+                      similarity: str = 'cosine') -> Tensor:
+    """``C x C`` similarities: cosine ``M_ij = <z_i, z_j> / |z_i||z_j|``
+    (``'cosine'``) or ``M_ij = <z_i, z_j>`` (``'dot'``)."""
+    if similarity == 'dot':
+        emb = embeddings.detach().float()
+        return emb @ emb.t()
     emb = F.normalize(embeddings.detach().float(), dim=1)
     return emb @ emb.t()
 
