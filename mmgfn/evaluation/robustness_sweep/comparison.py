@@ -177,7 +177,8 @@ def compare_sweeps(a: str, b: str, baseline: Optional[str] = None,
                           'images')
 
     def statistics(*errors: np.ndarray) -> Dict[str, float]:
-        out = {'mean_corruption_error': [mean_ce(e[:k]) for e in errors]}
+        out = {'mean_corruption_error': [mean_ce(e[:k])
+                                         for e in errors[:2]]}
         if len(errors) == 3:
             base = errors[2][:k]
             out['mCE_vs_baseline'] = [
