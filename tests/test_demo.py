@@ -32,11 +32,32 @@ def test_demo_pipeline_and_report(tmp_path):
         assert summary.count(f'\n| {label} | ') == 1  # a summary row
         assert f' {label} |' in md[md.index('## Error relative'):]
     assert '| gaussian_noise |' in md and '| fog |' in md
+    # the paired comparisons: one sentence per other model, with numbers
+    paired = md[md.index('## Paired comparisons'):md.index(
+        '## What a difference')]
+    for label in ('baseline (no fine-tuning)', 'plain fine-tuning',
+                  'Adv. fine-tuning (untargeted)'):
+        sentence = next(r for r in paired.splitlines()
+                        if r.startswith(f'- vs {label}: '))
+        assert 'mean corruption error' in sentence and \
+            'cells differ after Holm' in sentence, sentence
+        files = osp.join(work, 'comparisons', 'gfn_vs_' + {
+            'baseline (no fine-tuning)': 'baseline',
+            'plain fine-tuning': 'plain',
+            'Adv. fine-tuning (untargeted)': 'adv'}[label])
+        assert osp.getsize(osp.join(files, 'comparison.png')) > 1000
+        with open(osp.join(files, 'comparison.json')) as f:
+            comparison = json.load(f)
+        assert comparison['sentence'] in sentence
+        assert comparison['num_cells'] == 4 and comparison['num_images'] \
+            == 449
     assert osp.getsize(osp.join(work, 'report.png')) > 1000
 
     with open(osp.join(work, 'report.json')) as f:
         report = json.load(f)
     assert report['complete_benchmark'] is False
+    assert set(report['paired']) == {'baseline', 'plain', 'adv'}
+    assert report['seed_spread'] is None
     assert set(report['models']) == {'baseline', 'plain', 'gfn', 'adv'}
 
     def errors(name):
