@@ -547,6 +547,11 @@ MUTANTS: List[Mutant] = [
       '    for identity in sorted(identities):',
       'the image-list key ignores the image order',
       f'{PAIRED}::test_outcomes_round_trip_and_count_check'),
+    M('outcomes-rank-order', LOOP_PY,
+      'ordered = [rows[i] for i in sorted(rows)]',
+      'ordered = list(rows.values())',
+      'a distributed sweep keeps the outcomes in rank order',
+      f'{LOOP_TESTS}::test_two_gloo_processes_give_the_numbers_of_one'),
 ]
 
 # --------------------------------------------------------------- running

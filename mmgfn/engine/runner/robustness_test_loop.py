@@ -143,7 +143,11 @@ class RobustnessTestLoop(BaseLoop):
 
     Outputs in the work dir: ``cells.jsonl``, ``results.json``,
     ``results.csv``, ``results.md`` and PNG plots
-    (:func:`mmgfn.evaluation.robustness_sweep.write_reports`).
+    (:func:`mmgfn.evaluation.robustness_sweep.write_reports`). Every top-1
+    classification cell of the ``corrupt`` and ``imagenet-c`` suites also
+    keeps its per-image outcomes (``outcomes``, see
+    :mod:`mmgfn.evaluation.robustness_sweep.outcomes`), for paired
+    comparisons of two sweeps.
 
     Args:
         runner (Runner): The Runner.
