@@ -12,8 +12,8 @@ def test_demo_pipeline_and_report(tmp_path):
     proc = run_tool([
         'tools/run_demo.py', '--work-dir', work, '--data', data, '--epochs',
         '2', '--finetune-epochs', '1', '--corruptions', 'gaussian_noise',
-        'fog', '--severities', '1', '3'
-    ], timeout=900)
+        'fog', '--severities', '1', '3', '--seeds', '2'
+    ], timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     for i in range(1, 7):  # progress output
@@ -57,7 +57,21 @@ def test_demo_pipeline_and_report(tmp_path):
         report = json.load(f)
     assert report['complete_benchmark'] is False
     assert set(report['paired']) == {'baseline', 'plain', 'adv'}
-    assert report['seed_spread'] is None
+    # --seeds 2: the fine-tunings again with seed 1, the baseline once
+    spread = report['seed_spread']
+    assert spread['seeds'] == [0, 1]
+    assert osp.isfile(osp.join(work, 'seed1', 'gfn', 'epoch_1.pth'))
+    assert not osp.exists(osp.join(work, 'seed1', 'baseline'))
+    with open(osp.join(work, 'seed1', 'robustness', 'gfn',
+                       'results.json')) as f:
+        seed1 = {(c['corruption'], c['severity']): c['value']
+                 for c in json.load(f)['cells']}
+    gfn = spread['models']['gfn']['mean_corruption_error']['values']
+    assert gfn[0] == pytest.approx(
+        report['models']['gfn']['mean_corruption_error'])
+    assert gfn[1] == pytest.approx(100 * sum(
+        v for k, v in seed1.items() if k[1]) / 4)
+    assert '## Spread between training seeds (2 seeds: 0, 1)' in md
     assert set(report['models']) == {'baseline', 'plain', 'gfn', 'adv'}
 
     def errors(name):

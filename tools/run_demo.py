@@ -179,8 +179,8 @@ def compare(work: str, root: str) -> dict:
         paired[other] = compare_sweeps(
             sweep['gfn'], sweep[other], baseline=sweep['baseline'],
             names=('GFN', LABELS[other]))
-        write_comparison(paired[other],
-                         osp.join(ROOT, work, 'comparisons', f'gfn_vs_{other}'))
+        out = osp.join(ROOT, work, 'comparisons', f'gfn_vs_{other}')
+        write_comparison(paired[other], out)
     return paired
 
 
