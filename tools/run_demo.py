@@ -30,14 +30,15 @@ Every model is trained once by default. ``--seeds N`` repeats the three
 fine-tunings with the training seeds 1..N-1 besides 0 (the baseline is
 trained once) and reports the spread between seeds beside the paired
 intervals, which cover the sampling of the images only; each further seed
-adds about 7 minutes on 2 CPU cores.
+repeats the three fine-tunings and three of the four sweeps (most of a
+run).
 
 Usage::
 
     python tools/run_demo.py [--work-dir work_dirs/demo] [--data data/digits]
         [--seeds N]
 
-About 15 minutes on 2 CPU cores. ``--epochs``, ``--finetune-epochs``,
+7 to 15 minutes on 2 CPU cores (idle or shared). ``--epochs``, ``--finetune-epochs``,
 ``--corruptions`` and ``--severities`` shrink it (the test suite runs it
 that way); a reduced run's report says which cells it covers.
 """
