@@ -12,8 +12,8 @@ def test_demo_pipeline_and_report(tmp_path):
     proc = run_tool([
         'tools/run_demo.py', '--work-dir', work, '--data', data, '--epochs',
         '2', '--finetune-epochs', '1', '--corruptions', 'gaussian_noise',
-        'fog', '--severities', '1', '3'
-    ], timeout=900)
+        'fog', '--severities', '1', '3', '--seeds', '2'
+    ], timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     for i in range(1, 7):  # progress output
@@ -32,11 +32,46 @@ def test_demo_pipeline_and_report(tmp_path):
         assert summary.count(f'\n| {label} | ') == 1  # a summary row
         assert f' {label} |' in md[md.index('## Error relative'):]
     assert '| gaussian_noise |' in md and '| fog |' in md
+    # the paired comparisons: one sentence per other model, with numbers
+    paired = md[md.index('## Paired comparisons'):md.index(
+        '## What a difference')]
+    for label in ('baseline (no fine-tuning)', 'plain fine-tuning',
+                  'Adv. fine-tuning (untargeted)'):
+        sentence = next(r for r in paired.splitlines()
+                        if r.startswith(f'- vs {label}: '))
+        assert 'mean corruption error' in sentence and \
+            'cells differ after Holm' in sentence, sentence
+        files = osp.join(work, 'comparisons', 'gfn_vs_' + {
+            'baseline (no fine-tuning)': 'baseline',
+            'plain fine-tuning': 'plain',
+            'Adv. fine-tuning (untargeted)': 'adv'}[label])
+        assert osp.getsize(osp.join(files, 'comparison.png')) > 1000
+        with open(osp.join(files, 'comparison.json')) as f:
+            comparison = json.load(f)
+        assert comparison['sentence'] in sentence
+        assert comparison['num_cells'] == 4 and comparison['num_images'] \
+            == 449
     assert osp.getsize(osp.join(work, 'report.png')) > 1000
 
     with open(osp.join(work, 'report.json')) as f:
         report = json.load(f)
     assert report['complete_benchmark'] is False
+    assert set(report['paired']) == {'baseline', 'plain', 'adv'}
+    # --seeds 2: the fine-tunings again with seed 1, the baseline once
+    spread = report['seed_spread']
+    assert spread['seeds'] == [0, 1]
+    assert osp.isfile(osp.join(work, 'seed1', 'gfn', 'epoch_1.pth'))
+    assert not osp.exists(osp.join(work, 'seed1', 'baseline'))
+    with open(osp.join(work, 'seed1', 'robustness', 'gfn',
+                       'results.json')) as f:
+        seed1 = {(c['corruption'], c['severity']): c['value']
+                 for c in json.load(f)['cells']}
+    gfn = spread['models']['gfn']['mean_corruption_error']['values']
+    assert gfn[0] == pytest.approx(
+        report['models']['gfn']['mean_corruption_error'])
+    assert gfn[1] == pytest.approx(100 * sum(
+        v for k, v in seed1.items() if k[1]) / 4)
+    assert '## Spread between training seeds (2 seeds: 0, 1)' in md
     assert set(report['models']) == {'baseline', 'plain', 'gfn', 'adv'}
 
     def errors(name):

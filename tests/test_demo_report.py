@@ -265,3 +265,50 @@ def test_report_on_real_evaluations(demo, tmp_path):
             f'{len(more)} of the {n_inf} informative cells '
             f'({len(hand_chance)} chance-level cells left out)') in md
     assert 'the sampling of the 32 held-out images' in md
+
+
+# --------------------------------------------------------- seed spread ---
+def test_seed_spread_by_hand(demo, tmp_path):
+    """Two training seeds: each model's mean corruption error per seed,
+    its mean, sample sd and range, and GFN's per-seed difference."""
+    cells = [('fog', 1), ('fog', 3)]
+
+    def ev(clean, errors):
+        return dict(cells=dict(zip(cells, errors)),
+                    counts={c: (round(e * 100), 100)
+                            for c, e in zip(cells, errors)},
+                    clean_error=clean, clean_counts=(round(clean * 100),
+                                                     100))
+
+    base = ev(0.02, [0.30, 0.50])
+    runs = {0: dict(baseline=base, gfn=ev(0.03, [0.20, 0.40]),
+                    plain=ev(0.02, [0.25, 0.45])),
+            1: dict(baseline=base, gfn=ev(0.04, [0.22, 0.30]),
+                    plain=ev(0.01, [0.24, 0.46]))}
+    spread = demo.seed_spread(runs, ['fog'], [1, 3])
+    assert spread['seeds'] == [0, 1]
+    gfn = spread['models']['gfn']['mean_corruption_error']
+    assert gfn['values'] == pytest.approx([30.0, 26.0])
+    assert gfn['mean'] == pytest.approx(28.0)
+    assert gfn['sd'] == pytest.approx(math.sqrt(8.0))  # (2^2 + 2^2) / 1
+    assert gfn['range'] == pytest.approx([26.0, 30.0])
+    assert spread['models']['gfn']['clean_error']['values'] == \
+        pytest.approx([3.0, 4.0])
+    diff = spread['gfn_minus']['plain']
+    assert diff['values'] == pytest.approx([30.0 - 35.0, 26.0 - 35.0])
+    assert spread['gfn_minus']['baseline']['sd'] == pytest.approx(
+        math.sqrt(8.0))
+
+    args = SimpleNamespace(corruptions=['fog'], severities=[1, 3], epochs=6,
+                           finetune_epochs=10)
+    demo.report(args, runs[0], str(tmp_path), 1.0, 10, None, spread)
+    with open(tmp_path / 'report.md') as f:
+        md = f.read()
+    assert '## Spread between training seeds (2 seeds: 0, 1)' in md
+    assert '| GFN fine-tuning | 3.50 (0.71) [3.00, 4.00] | 28.00 (2.83) ' \
+        '[26.00, 30.00] |' in md
+    assert ('- GFN minus plain fine-tuning, mean corruption error per seed '
+            '(points): -5.00, -9.00; mean (sd) [range] -7.00 (2.83) '
+            '[-9.00, -5.00].') in md
+    with open(tmp_path / 'report.json') as f:
+        assert json.load(f)['seed_spread']['seeds'] == [0, 1]

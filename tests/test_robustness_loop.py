@@ -109,6 +109,8 @@ def test_two_gloo_processes_give_the_numbers_of_one(sweep):
     _check_ok(proc)
     assert 'Distributed launcher: pytorch' in proc.stdout + proc.stderr
     one, two = _results(sweep['work']), _results(work)
+    # per-image outcomes too: gathered from both ranks, in dataset order
+    assert all('outcomes' in c for c in two['cells'] + two['baseline_cells'])
     assert _cells(two['cells']) == _cells(one['cells'])
     assert _cells(two['baseline_cells']) == _cells(one['baseline_cells'])
     assert two['summary'] == one['summary']

@@ -69,6 +69,7 @@ LOOP_TESTS = 'tests/test_robustness_loop.py'
 GENERATION = 'tests/test_corruption_generation.py'
 ANALYSIS = 'tests/test_analysis_tools.py'
 STANDIN = 'tests/test_mmcv_ext.py'
+PAIRED = 'tests/test_paired_comparison.py'
 
 ATTACK_PY = 'mmgfn/models/utils/attack.py'
 PRE_PY = ('mmgfn/models/data_preprocessors/'
@@ -85,6 +86,8 @@ GENERATION_PY = 'mmgfn/datasets/corruption_generation.py'
 EMBEDDINGS_PY = 'mmgfn/apis/embeddings.py'
 STANDIN_PY = 'mmgfn/utils/mmcv_ext.py'
 OPS_PY = 'mmgfn/utils/mmcv_ops.py'
+PAIRED_PY = 'mmgfn/evaluation/functional/paired.py'
+OUTCOMES_PY = 'mmgfn/evaluation/robustness_sweep/outcomes.py'
 
 
 @dataclass(frozen=True)
@@ -601,8 +604,64 @@ MUTANTS: List[Mutant] = [
       '        if True:\n            continue',
       'embeddings rows of another class order read as the dataset\'s',
       f'{ANALYSIS}::test_heatmap_refuses_class_count_mismatch'),
+    # ----------------------------------------------- paired statistics
+    M('mcnemar-one-sided', PAIRED_PY,
+      'return min(1.0, 2.0 * _binom_cdf(min(b, c), b + c, 0.5))',
+      'return min(1.0, _binom_cdf(min(b, c), b + c, 0.5))',
+      'McNemar p is one-sided (not doubled)',
+      f'{PAIRED}::test_mcnemar_table_and_exact_p_by_hand'),
+    M('mcnemar-max-tail', PAIRED_PY,
+      '_binom_cdf(min(b, c), b + c, 0.5)',
+      '_binom_cdf(max(b, c), b + c, 0.5)',
+      'McNemar tail taken at the larger discordant count',
+      f'{PAIRED}::test_mcnemar_table_and_exact_p_by_hand'),
+    M('table-b-c-swapped', PAIRED_PY,
+      'b=int(np.sum(~a & b)),', 'b=int(np.sum(a & ~b)),',
+      'McNemar table counts A\'s errors as B\'s',
+      f'{PAIRED}::test_mcnemar_table_and_exact_p_by_hand'),
+    M('paired-interval-centre', PAIRED_PY,
+      'low, high = _clopper_pearson(c, d, level)',
+      'low, high = _clopper_pearson(b, d, level)',
+      'interval of B - A instead of A - B',
+      f'{PAIRED}::test_paired_interval_is_clopper_pearson_and_agrees_with_the_test'),
+    M('paired-interval-scale', PAIRED_PY,
+      'return d / n * (2.0 * low - 1.0), d / n * (2.0 * high - 1.0)',
+      'return 2.0 * low - 1.0, 2.0 * high - 1.0',
+      'difference interval not scaled by the discordant share',
+      f'{PAIRED}::test_paired_interval_is_clopper_pearson_and_agrees_with_the_test'),
+    M('holm-not-monotone', PAIRED_PY,
+      'running = max(running, min(1.0, (m - rank) * p[i]))',
+      'running = min(1.0, (m - rank) * p[i])',
+      'Holm adjusted p-values not made monotone',
+      f'{PAIRED}::test_holm_by_hand'),
+    M('holm-bonferroni-rank', PAIRED_PY,
+      'min(1.0, (m - rank) * p[i])', 'min(1.0, (m - rank + 1) * p[i])',
+      'Holm multiplier off by one',
+      f'{PAIRED}::test_holm_by_hand'),
+    M('bootstrap-cells-resampled', PAIRED_PY,
+      'counts = np.bincount(rng.integers(0, n, size=n), minlength=n)\n'
+      '        values[r] = statistic(*[w @ counts / n for w in wrong])',
+      'counts = np.bincount(rng.integers(0, n, size=n), minlength=n)\n'
+      '        values[r] = statistic(*[w[:, rng.permutation(n)] @ counts / n'
+      ' for w in wrong])',
+      'each model resampled on its own images (not paired)',
+      f'{PAIRED}::test_bootstrap_matches_a_direct_reimplementation'),
+    M('ratio-clean-not-subtracted', PAIRED_PY,
+      'num, den = num - clean[0], den - clean[1]',
+      'num, den = num, den - clean[1]',
+      'relative mCE subtracts the clean error of the baseline only',
+      f'{PAIRED}::test_relative_ratio_subtracts_clean_errors'),
+    M('outcomes-key-unordered', OUTCOMES_PY,
+      '    for identity in identities:',
+      '    for identity in sorted(identities):',
+      'the image-list key ignores the image order',
+      f'{PAIRED}::test_outcomes_round_trip_and_count_check'),
+    M('outcomes-rank-order', LOOP_PY,
+      'ordered = [rows[i] for i in sorted(rows)]',
+      'ordered = list(rows.values())',
+      'a distributed sweep keeps the outcomes in rank order',
+      f'{LOOP_TESTS}::test_two_gloo_processes_give_the_numbers_of_one'),
 ]
-
 
 # --------------------------------------------------------------- running
 def _python() -> str:

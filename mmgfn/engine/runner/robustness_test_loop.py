@@ -27,8 +27,11 @@ import os.path as osp
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
-from mmengine.dist import broadcast_object_list, is_main_process
+from mmengine.dist import (all_gather_object, broadcast_object_list,
+                           is_main_process)
+from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.runner import BaseLoop, TestLoop
 
@@ -39,8 +42,9 @@ from mmgfn.evaluation.robustness_sweep import (RobustnessSettings, Suite,
                                                check_dataset_classes,
                                                check_num_classes,
                                                check_state_shapes,
-                                               derive_quantity, has_resize,
-                                               head_rows,
+                                               derive_quantity,
+                                               encode_outcomes, has_resize,
+                                               head_rows, image_identity,
                                                load_baseline_results,
                                                read_cells, summarize,
                                                write_reports)
@@ -77,6 +81,44 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return f'weights:{type(model).__name__}:{digest.hexdigest()}'
 
 
+class _OutcomeRecorder(Hook):
+    """Keeps ``(sample_idx, identity, wrong)`` of every classified image
+    of one cell (top-1 ``pred_label`` against ``gt_label``); detection
+    samples (no ``gt_label``) are not kept."""
+
+    priority = 'LOWEST'
+
+    def __init__(self) -> None:
+        self.rows: List[tuple] = []
+
+    def after_test_iter(self, runner, batch_idx: int,
+                        data_batch: Any = None,
+                        outputs: Optional[Sequence] = None) -> None:
+        for sample in outputs or []:
+            if 'gt_label' not in sample or 'pred_label' not in sample:
+                continue
+            label = int(sample.gt_label.reshape(-1)[0])
+            meta = sample.metainfo
+            index = int(meta.get('sample_idx', len(self.rows)))
+            path = meta.get('img_path') or f'#{index}'
+            self.rows.append((index, image_identity(path, label),
+                              int(sample.pred_label.reshape(-1)[0]) != label))
+
+    def outcomes(self, wrong: Optional[int]) -> Optional[dict]:
+        """The cell's ``outcomes`` (every rank's images, in dataset
+        order), or None when they do not reproduce the metric's ``wrong``
+        count (e.g. a metric that is not the top-1 of ``pred_label``)."""
+        rows = {r[0]: r for part in all_gather_object(self.rows)
+                for r in part}  # a distributed sampler pads with repeats
+        if not rows or wrong is None:
+            return None
+        ordered = [rows[i] for i in sorted(rows)]
+        flags = np.array([r[2] for r in ordered], dtype=bool)
+        if int(flags.sum()) != int(wrong):
+            return None
+        return encode_outcomes(flags, [r[1] for r in ordered])
+
+
 @LOOPS.register_module()
 class RobustnessTestLoop(BaseLoop):
     """Evaluate a model on every cell of a robustness suite.
@@ -101,7 +143,11 @@ class RobustnessTestLoop(BaseLoop):
 
     Outputs in the work dir: ``cells.jsonl``, ``results.json``,
     ``results.csv``, ``results.md`` and PNG plots
-    (:func:`mmgfn.evaluation.robustness_sweep.write_reports`).
+    (:func:`mmgfn.evaluation.robustness_sweep.write_reports`). Every top-1
+    classification cell of the ``corrupt`` and ``imagenet-c`` suites also
+    keeps its per-image outcomes (``outcomes``, see
+    :mod:`mmgfn.evaluation.robustness_sweep.outcomes`), for paired
+    comparisons of two sweeps.
 
     Args:
         runner (Runner): The Runner.
@@ -331,6 +377,8 @@ class RobustnessTestLoop(BaseLoop):
             raise ConfigError(f'cell {name}: {exc}') from exc
         self.dataloader, self.evaluator = loop.dataloader, loop.evaluator
         check_dataset_classes(rows, suite, loop.dataloader.dataset)
+        recorder = _OutcomeRecorder()
+        runner.register_hook(recorder)
         try:
             metrics = loop.run()
         except Exception as exc:  # noqa: BLE001
@@ -338,9 +386,20 @@ class RobustnessTestLoop(BaseLoop):
             if not msg:
                 raise
             raise ConfigError(f'cell {name}: {msg}') from exc
+        finally:
+            runner.hooks.remove(recorder)
         record = cell_record(cell, metrics, self.settings.metric_key, role,
                              checkpoint, suite, len(loop.dataloader.dataset),
                              key)
+        if record['quantity'] == 'error' and suite.name in ('corrupt',
+                                                            'imagenet-c'):
+            outcomes = recorder.outcomes(record.get('wrong'))
+            if outcomes is not None:
+                record['outcomes'] = outcomes
+            else:
+                print_log(f'cell {name}: the per-image outcomes do not '
+                          f'reproduce {record["metric_key"]}; not kept',
+                          logger='current', level=30)
         if is_main_process():
             with open(cells_file, 'a', encoding='utf-8') as f:
                 f.write(json.dumps(record) + '\n')

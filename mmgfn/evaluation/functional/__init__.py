@@ -3,6 +3,9 @@ confidence intervals of errors."""
 from .intervals import (Z_95, at_chance, chance_error, chance_level_cells,
                         difference_interval, mean_interval,
                         wilson_interval)
+from .paired import (corruption_error_ratio, holm_adjust, mcnemar_exact_p,
+                     mcnemar_table, mean_error, paired_bootstrap,
+                     paired_difference_interval)
 from .robustness import (ALEXNET_ERRORS, ALEXNET_FLIP_PROBABILITIES,
                          IMAGENET_P_HOLDOUT, IMAGENET_P_PERTURBATIONS,
                          SEVERITIES,
@@ -21,5 +24,7 @@ __all__ = [
     'summarize_corruption_errors', 'summarize_detection_robustness',
     'summarize_flip_rates', 'top5_distance', 'topk_classes', 'Z_95',
     'at_chance', 'chance_error', 'chance_level_cells',
-    'difference_interval', 'mean_interval', 'wilson_interval'
+    'difference_interval', 'corruption_error_ratio', 'holm_adjust',
+    'mcnemar_exact_p', 'mcnemar_table', 'mean_error', 'paired_bootstrap',
+    'paired_difference_interval', 'mean_interval', 'wilson_interval'
 ]

@@ -8,6 +8,10 @@ from .cells import (bad_input_message, cell_record, derive_quantity,
 from .checks import (check_dataset_classes, check_num_classes,
                      check_robustness_config, check_state_shapes,
                      checkpoint_num_classes, head_rows, is_robustness_loop)
+from .comparison import (compare_sweeps, comparison_markdown,
+                         comparison_sentence, load_outcomes)
+from .outcomes import (decode_outcomes, encode_outcomes, image_identity,
+                       images_key)
 from .report import (cells_for_json, pipeline_text, write_csv,
                      write_markdown, write_reports)
 from .suite import (CLEAN, SUITE_DATASETS, SUITES, RobustnessSettings, Suite,
@@ -21,8 +25,10 @@ __all__ = [
     'SUITE_DATASETS', 'RobustnessSettings', 'Suite', 'bad_input_message',
     'cell_record', 'cell_values', 'cells_for_json', 'check_baseline',
     'check_dataset_classes', 'check_num_classes', 'check_robustness_config',
-    'check_state_shapes', 'checkpoint_id', 'checkpoint_num_classes',
-    'derive_quantity', 'error_counts', 'has_resize', 'head_rows',
+    'check_state_shapes', 'compare_sweeps', 'comparison_markdown',
+    'comparison_sentence', 'load_outcomes', 'checkpoint_id', 'checkpoint_num_classes',
+    'decode_outcomes', 'derive_quantity', 'encode_outcomes',
+    'error_counts', 'image_identity', 'images_key', 'has_resize', 'head_rows',
     'is_classification', 'is_robustness_loop', 'load_baseline_results',
     'pick_metric', 'pipeline_text', 'read_cells', 'summarize', 'write_csv',
     'write_markdown', 'write_reports'

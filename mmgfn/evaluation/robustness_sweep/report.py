@@ -231,7 +231,8 @@ def cells_for_json(records: Optional[List[dict]]) -> Optional[List[dict]]:
     if records is None:
         return None
     keys = ('corruption', 'severity', 'quantity', 'value', 'wrong', 'total',
-            'T5D', 'metric_key', 'metrics', 'num_samples', 'finished_at')
+            'T5D', 'metric_key', 'metrics', 'num_samples', 'outcomes',
+            'finished_at')
     return [{k: r[k] for k in keys if k in r} for r in records]
 
 
