@@ -12,7 +12,6 @@ from typing import Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def fold_index(idx: np.ndarray, n: int, mode: str) -> np.ndarray:
@@ -51,19 +50,19 @@ def gaussian_kernel1d(sigma: float, truncate: float) -> np.ndarray:
 
 def correlate1d(x: torch.Tensor, weights: np.ndarray, dim: int,
                 mode: str) -> torch.Tensor:
-    """Correlate the last-two-dims tensor ``x`` (``B x H x W``) along
-    ``dim`` (-2 or -1) with odd-length ``weights``, borders by ``mode``."""
+    """Correlate ``x`` along ``dim`` with odd-length ``weights`` (scipy's
+    ``correlate1d``), borders by ``mode``: one padded copy, then a weighted
+    sum of its shifted views (any dtype, any device)."""
     radius = len(weights) // 2
     if radius == 0:
         return x * float(weights[0])
     n = x.shape[dim]
     idx = fold_index(np.arange(-radius, n + radius), n, mode)
     padded = x.index_select(dim, torch.as_tensor(idx, device=x.device))
-    kernel = torch.as_tensor(weights, dtype=x.dtype, device=x.device)
-    b = padded.reshape(-1, 1, *padded.shape[-2:])
-    kernel = kernel.view(1, 1, -1, 1) if dim in (-2, len(x.shape) - 2) \
-        else kernel.view(1, 1, 1, -1)
-    return F.conv2d(b, kernel).reshape(*x.shape)
+    out = padded.narrow(dim, 0, n) * float(weights[0])
+    for k in range(1, len(weights)):
+        out = out + padded.narrow(dim, k, n) * float(weights[k])
+    return out
 
 
 def gaussian_filter(x: torch.Tensor,
@@ -86,7 +85,8 @@ def gaussian_filter(x: torch.Tensor,
 
 def filter2d_reflect101(x: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
     """``cv2.filter2D(x, -1, kernel)`` per channel of ``B x H x W`` ``x``
-    (correlation, default border ``BORDER_REFLECT_101``)."""
+    (correlation, default border ``BORDER_REFLECT_101``), computed with an
+    FFT of the padded image as OpenCV does for large kernels."""
     kh, kw = kernel.shape
     ry, rx = kh // 2, kw // 2
     h, w = x.shape[-2:]
@@ -95,9 +95,14 @@ def filter2d_reflect101(x: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
     ix = torch.as_tensor(fold_index(np.arange(-rx, w + rx), w, 'reflect101'),
                          device=x.device)
     padded = x.index_select(-2, iy).index_select(-1, ix)
-    k = torch.as_tensor(kernel, dtype=x.dtype, device=x.device)
-    out = F.conv2d(padded.reshape(-1, 1, *padded.shape[-2:]), k[None, None])
-    return out.reshape(*x.shape)
+    ph, pw = padded.shape[-2:]
+    # correlation = convolution with the flipped kernel
+    k = torch.as_tensor(np.ascontiguousarray(kernel[::-1, ::-1]),
+                        dtype=x.dtype, device=x.device)
+    spec = torch.fft.rfft2(padded, s=(ph, pw)) * torch.fft.rfft2(
+        k, s=(ph, pw))
+    full = torch.fft.irfft2(spec, s=(ph, pw))
+    return full[..., kh - 1:kh - 1 + h, kw - 1:kw - 1 + w].contiguous()
 
 
 def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
@@ -209,16 +214,22 @@ def motion_blur_(x: torch.Tensor, radius: int, sigma: float,
                  angle: float) -> torch.Tensor:
     """imagecorruptions' ``_motion_blur`` of ``... x H x W`` ``x``: the
     kernel-weighted sum of copies shifted along ``angle`` (degrees) with the
-    edge rows/columns repeated."""
+    edge rows/columns repeated (views of one edge-padded copy)."""
     h, w = x.shape[-2:]
     kernel, shifts = motion_shifts(radius, sigma, angle, (h, w))
+    if not shifts:
+        return torch.zeros_like(x)
+    py = max(abs(dy) for dy, _ in shifts)
+    px = max(abs(dx) for _, dx in shifts)
+    iy = torch.as_tensor(np.clip(np.arange(-py, h + py), 0, h - 1),
+                         device=x.device)
+    ix = torch.as_tensor(np.clip(np.arange(-px, w + px), 0, w - 1),
+                         device=x.device)
+    padded = x.index_select(-2, iy).index_select(-1, ix)
     out = torch.zeros_like(x)
-    ar_h, ar_w = np.arange(h), np.arange(w)
     for i, (dy, dx) in enumerate(shifts):
-        iy = torch.as_tensor(np.clip(ar_h - dy, 0, h - 1), device=x.device)
-        ix = torch.as_tensor(np.clip(ar_w - dx, 0, w - 1), device=x.device)
-        out = out + float(kernel[i]) * x.index_select(-2, iy).index_select(
-            -1, ix)
+        view = padded[..., py - dy:py - dy + h, px - dx:px - dx + w]
+        out = out + float(kernel[i]) * view
     return out
 
 
@@ -249,16 +260,36 @@ def pil_box_weights(n_in: int, n_out: int) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=64)
+def pil_box_taps(n_in: int, n_out: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The non-zero band of :func:`pil_box_weights`: ``n_out x K`` input
+    indices and their integer weights (zero-weight taps padded)."""
+    weights = pil_box_weights(n_in, n_out)
+    k = max(int((weights != 0).sum(1).max()), 1)
+    index = np.zeros((n_out, k), np.int64)
+    value = np.zeros((n_out, k), np.int64)
+    for o in range(n_out):
+        nz = np.flatnonzero(weights[o])
+        index[o, :len(nz)] = nz
+        value[o, :len(nz)] = weights[o, nz]
+    return index, value
+
+
 def pil_box_resize_axis(x: torch.Tensor, n_out: int,
                         dim: int) -> torch.Tensor:
     """One pass of Pillow's 8-bit ``BOX`` resize along ``dim`` of integer
     valued ``x``: fixed-point sums rounded and clipped to 0-255 (exact in
     float64)."""
-    n_in = x.shape[dim]
-    k = torch.as_tensor(pil_box_weights(n_in, n_out), dtype=torch.float64,
-                        device=x.device)
+    index, value = pil_box_taps(x.shape[dim], n_out)
     moved = x.to(torch.float64).movedim(dim, -1)
-    acc = moved @ k.T + float(1 << (PIL_PRECISION_BITS - 1))
+    acc = torch.full((*moved.shape[:-1], n_out),
+                     float(1 << (PIL_PRECISION_BITS - 1)),
+                     dtype=torch.float64, device=x.device)
+    for k in range(index.shape[1]):
+        taps = moved.index_select(
+            -1, torch.as_tensor(index[:, k], device=x.device))
+        acc = acc + taps * torch.as_tensor(
+            value[:, k], dtype=torch.float64, device=x.device)
     out = torch.floor(acc / float(1 << PIL_PRECISION_BITS)).clamp(0, 255)
     return out.movedim(-1, dim)
 
