@@ -125,12 +125,15 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     with open(osp.join(out, 'generation.json')) as f:
         record = json.load(f)
     assert record == dict(color_type='color', jpeg_quality=None, seed=0,
-                          source=osp.abspath(src), seed_path_root=src)
+                          source=osp.abspath(src), seed_path_root=src,
+                          backend='imagecorruptions')
     before = sorted(os.listdir(osp.join(out, 'fog', '2')))
     for change, what in ((dict(seed=1), 'seed: 0 there, 1 now'),
                          (dict(jpeg_quality=85),
                           'jpeg_quality: None there, 85 now'),
                          (dict(seed_path_root='data/x'), 'seed_path_root'),
+                         (dict(backend='torch'),
+                          "backend: 'imagecorruptions' there, 'torch' now"),
                          (dict(corruptions=['snow'], seed=2),
                           'seed: 0 there, 2 now')):
         with pytest.raises(ConfigError, match=re.escape(what)):
