@@ -519,3 +519,57 @@ def test_imagenet_c_recipe_stops_at_the_first_failed_write(tmp_path):
     assert done == sorted([RECIPE_FILE] + [
         osp.join(c, str(s), rel) for c in ('brightness', 'contrast')
         for s in (1, 2) for rel in rels])
+
+
+def test_tool_with_the_torch_backend(tmp_path):
+    """--backend torch --device cpu writes the same images as the reference
+    backend within one grey level, records its backend, and a resume with
+    the other backend is refused in one line, writing nothing."""
+    src = str(tmp_path / 'images')
+    rels = write_sources(src)
+    outs = {}
+    for backend in ('imagecorruptions', 'torch'):
+        out = outs[backend] = str(tmp_path / backend)
+        proc = run_tool([
+            TOOL, src, out, '--corruptions', 'glass_blur', 'snow',
+            'pixelate', '--severities', '2', '--backend', backend,
+            '--device', 'cpu', '--no-progress'
+        ])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert 'wrote 9 corrupted images' in proc.stdout
+        with open(osp.join(out, 'generation.json')) as f:
+            assert json.load(f)['backend'] == backend
+    for corruption in ('glass_blur', 'snow', 'pixelate'):
+        for rel in rels:
+            ref, new = (cv2.imread(corrupted_image_path(
+                outs[b], corruption, 2, rel)).astype(int)
+                for b in ('imagecorruptions', 'torch'))
+            assert np.abs(ref - new).max() <= 1, (corruption, rel)
+            assert np.abs(ref - cv2.imread(osp.join(src, rel))).mean() > 1
+    proc = run_tool([
+        TOOL, src, outs['torch'], '--corruptions', 'fog', '--severities',
+        '2', '--no-progress'
+    ])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count('\n') == 0, proc.stderr
+    assert "backend: 'torch' there, 'imagecorruptions' now" in proc.stderr
+    assert not osp.exists(osp.join(outs['torch'], 'fog'))
+
+
+def test_records_without_a_backend_were_made_by_imagecorruptions(tmp_path):
+    src, out = str(tmp_path / 'images'), str(tmp_path / 'out')
+    write_sources(src)
+    kwargs = dict(corruptions=['contrast'], severities=[1], progress=False)
+    assert generate_corrupted_images(src, out, **kwargs).written == 3
+    path = osp.join(out, 'generation.json')
+    with open(path) as f:
+        record = json.load(f)
+    del record['backend']  # a folder written before backends existed
+    with open(path, 'w') as f:
+        json.dump(record, f)
+    assert generate_corrupted_images(src, out, **kwargs).skipped == 3
+    with pytest.raises(ConfigError, match="backend: 'imagecorruptions' "
+                       "there, 'torch' now"):
+        generate_corrupted_images(src, out, backend='torch', **kwargs)
+    with pytest.raises(ConfigError, match='unknown corruption backend'):
+        generate_corrupted_images(src, out, backend='cupy', **kwargs)
