@@ -3,12 +3,13 @@ real image files with shared random draws (within one grey level), torch
 draws reproducible and with the noise statistics computed by hand, the
 transform's torch backend, bad input."""
 import os.path as osp
+import re
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import make_image
+from conftest import make_image, run_tool
 from imagecorruptions import corrupt as reference_corrupt
 from mmcv.transforms import LoadImageFromFile
 
@@ -183,3 +184,30 @@ def test_bad_input():
             corrupt(**kwargs)
     with pytest.raises(ValueError, match='unknown corruption backend "jax"'):
         ImageCorruption('fog', 1, backend='jax')
+
+
+def test_fidelity_tool_writes_the_table(tmp_path):
+    out = tmp_path / 'fidelity.md'
+    proc = run_tool([
+        'tools/analysis_tools/corruption_fidelity.py', '--corruptions',
+        'contrast', 'motion_blur', '--severities', '2', '5',
+        '--num-digits', '2', '--photo-size', '128', '96', '--out',
+        str(out), '--work-dir',
+        str(tmp_path / 'images')
+    ], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = re.findall(r'^\| (\w+) \| (\d) / ([0-9.]+) \| (\d) / ([0-9.]+) '
+                      r'\| ([0-9.]+)% \|$', proc.stdout, re.M)
+    assert [r[0] for r in rows] == ['contrast', 'motion_blur'], proc.stdout
+    for row in rows:
+        assert int(row[1]) <= 1 and int(row[3]) <= 1
+        assert float(row[2]) < 0.01 and float(row[4]) < 0.01
+    assert out.read_text().count('\n| ') == 3  # header and two rows
+    # the images it compared on are real files: 2 digits and 2 photos
+    assert sorted(p.name for p in (tmp_path / 'images').iterdir()) == [
+        'digit_0.png', 'digit_1.png', 'photo_128x96.png', 'photo_96x64.png'
+    ]
+    bad = run_tool(['tools/analysis_tools/corruption_fidelity.py',
+                    '--corruptions', 'rain'])
+    assert bad.returncode == 2
+    assert 'unknown corruption(s) rain' in bad.stderr

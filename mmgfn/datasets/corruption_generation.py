@@ -650,8 +650,8 @@ def _write_record(out_dir: str, recipe: Optional[OutputRecipe], seed: int,
     The record is ``<out_dir>/<recipe.record_file>`` (the recipe's record)
     or ``<out_dir>/generation.json`` (``color_type`` and ``jpeg_quality``),
     plus the ``seed``, the path root that seeds each image, the absolute
-    ``source`` folder and the corruption ``backend``: everything besides the corruption and severity that
-    decides an output's bytes. A resumed run must ask for the same, since
+    ``source`` folder and the corruption ``backend``: everything besides
+    the corruption and severity that decides an output's bytes. A resumed run must ask for the same, since
     it keeps the files already there; one that does not is refused, naming
     each setting that differs. (A folder written before records existed has
     none; the record is then written and the old files are kept, as

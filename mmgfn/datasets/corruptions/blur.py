@@ -65,7 +65,10 @@ def glass_blur(x: torch.Tensor, severity: int, draws: Draws,
     """Blur, local pixel swaps (host, numba), blur again."""
     from imagecorruptions.corruptions import _shuffle_pixels_njit_glass_blur
     c = GLASS_BLUR[severity - 1]
-    blurred = _per_channel(x / 255., lambda t: gaussian_filter(t, c[0]))
+    # float64 whatever the dtype: the truncation below turns a float32
+    # rounding error into a whole grey level that the swaps then move
+    blurred = _per_channel(
+        x.to(torch.float64) / 255., lambda t: gaussian_filter(t, c[0]))
     # np.uint8(float * 255) truncates
     quantised = torch.trunc(blurred * 255).clamp(0, 255).to(torch.uint8)
     host = quantised.permute(0, 2, 3, 1).cpu().numpy().copy()

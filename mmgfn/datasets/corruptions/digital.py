@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from .draws import Draws
-from .ops import (gaussian_filter, hsv_to_rgb, interp_axis,
-                  pil_box_resize_axis, pil_nearest_index, rgb_to_hsv)
+from .ops import (gaussian_filter, hsv_to_rgb, pil_box_resize_axis,
+                  pil_nearest_index, rgb_to_hsv)
 
 #: contrast factor per severity
 CONTRAST = (0.4, .3, .2, .1, .05)
