@@ -532,20 +532,25 @@ def test_tool_with_the_torch_backend(tmp_path):
         out = outs[backend] = str(tmp_path / backend)
         proc = run_tool([
             TOOL, src, out, '--corruptions', 'glass_blur', 'snow',
-            'pixelate', '--severities', '2', '--backend', backend,
-            '--device', 'cpu', '--no-progress'
+            'pixelate', 'saturate', '--severities', '2', '--backend',
+            backend, '--device', 'cpu', '--no-progress'
         ])
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert 'wrote 9 corrupted images' in proc.stdout
+        assert 'wrote 12 corrupted images' in proc.stdout
         with open(osp.join(out, 'generation.json')) as f:
             assert json.load(f)['backend'] == backend
-    for corruption in ('glass_blur', 'snow', 'pixelate'):
+    differ = 0
+    for corruption in ('glass_blur', 'snow', 'pixelate', 'saturate'):
         for rel in rels:
             ref, new = (cv2.imread(corrupted_image_path(
                 outs[b], corruption, 2, rel)).astype(int)
                 for b in ('imagecorruptions', 'torch'))
             assert np.abs(ref - new).max() <= 1, (corruption, rel)
             assert np.abs(ref - cv2.imread(osp.join(src, rel))).mean() > 1
+            differ += int((ref != new).sum())
+    # the torch backend did run: float32 rounding moves a few values of
+    # saturate's HSV round trip by one grey level
+    assert differ > 0
     proc = run_tool([
         TOOL, src, outs['torch'], '--corruptions', 'fog', '--severities',
         '2', '--no-progress'
