@@ -59,12 +59,12 @@ def test_names_and_order_match_the_transform():
 
 @pytest.mark.parametrize('name', ALL_CORRUPTIONS)
 def test_every_corruption_matches_imagecorruptions(image_files, name):
-    """Every severity on the 32 x 32 file, two on the 64 x 96 photo: at most
-    one grey level apart (float rounding before the uint8 cast), and on
-    fewer than 1% of the values."""
-    for path, severities in zip(image_files, ((1, 2, 3, 4, 5), (2, 5))):
+    """Every severity on the 32 x 32 file and on the 64 x 96 photo: at
+    most one grey level apart (float rounding before the uint8 cast), and
+    on fewer than 1% of the values."""
+    for path in image_files:
         rgb = read_rgb(path)
-        for severity in severities:
+        for severity in (1, 2, 3, 4, 5):
             ref, out = both(rgb, name, severity)
             assert out.shape == ref.shape == rgb.shape
             diff = np.abs(out.astype(int) - ref)

@@ -101,7 +101,7 @@ def pixelate(x: torch.Tensor, severity: int, draws: Draws,
     c = PIXELATE[severity - 1]
     h, w = x.shape[-2:]
     small_w, small_h = int(w * c), int(h * c)
-    values = torch.clamp(torch.round(x), 0, 255)
+    values = torch.clamp(torch.round(x), 0, 255).to(torch.int64)
     small = pil_box_resize_axis(values, small_w, -1)
     small = pil_box_resize_axis(small, small_h, -2)
     iy = torch.as_tensor(pil_nearest_index(small_h, h), device=x.device)

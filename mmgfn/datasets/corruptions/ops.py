@@ -261,37 +261,39 @@ def pil_box_weights(n_in: int, n_out: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def pil_box_taps(n_in: int, n_out: int) -> Tuple[np.ndarray, np.ndarray]:
-    """The non-zero band of :func:`pil_box_weights`: ``n_out x K`` input
-    indices and their integer weights (zero-weight taps padded)."""
+def pil_box_runs(n_in: int, n_out: int) -> Tuple[np.ndarray, np.ndarray,
+                                                np.ndarray]:
+    """:func:`pil_box_weights` as runs: every output sums the inputs
+    ``[start, stop)`` with one integer weight (a box filter weighs its taps
+    equally); returns ``start``, ``stop`` and ``weight`` (``n_out`` each)."""
     weights = pil_box_weights(n_in, n_out)
-    k = max(int((weights != 0).sum(1).max()), 1)
-    index = np.zeros((n_out, k), np.int64)
-    value = np.zeros((n_out, k), np.int64)
+    start = np.zeros(n_out, np.int64)
+    stop = np.zeros(n_out, np.int64)
+    weight = np.zeros(n_out, np.int64)
     for o in range(n_out):
         nz = np.flatnonzero(weights[o])
-        index[o, :len(nz)] = nz
-        value[o, :len(nz)] = weights[o, nz]
-    return index, value
+        if len(nz) == 0:
+            continue
+        assert (np.diff(nz) == 1).all() and \
+            (weights[o, nz] == weights[o, nz[0]]).all()
+        start[o], stop[o], weight[o] = nz[0], nz[-1] + 1, weights[o, nz[0]]
+    return start, stop, weight
 
 
 def pil_box_resize_axis(x: torch.Tensor, n_out: int,
                         dim: int) -> torch.Tensor:
     """One pass of Pillow's 8-bit ``BOX`` resize along ``dim`` of integer
-    valued ``x``: fixed-point sums rounded and clipped to 0-255 (exact in
-    float64)."""
-    index, value = pil_box_taps(x.shape[dim], n_out)
-    moved = x.to(torch.float64).movedim(dim, -1)
-    acc = torch.full((*moved.shape[:-1], n_out),
-                     float(1 << (PIL_PRECISION_BITS - 1)),
-                     dtype=torch.float64, device=x.device)
-    for k in range(index.shape[1]):
-        taps = moved.index_select(
-            -1, torch.as_tensor(index[:, k], device=x.device))
-        acc = acc + taps * torch.as_tensor(
-            value[:, k], dtype=torch.float64, device=x.device)
-    out = torch.floor(acc / float(1 << PIL_PRECISION_BITS)).clamp(0, 255)
-    return out.movedim(-1, dim)
+    valued ``x``: fixed-point sums (run sums from an integer cumulative
+    sum, exact), rounded and clipped to 0-255 as Pillow does."""
+    start, stop, weight = (torch.as_tensor(a, device=x.device)
+                           for a in pil_box_runs(x.shape[dim], n_out))
+    csum = torch.cumsum(x.to(torch.int64), dim)
+    csum = torch.cat([torch.zeros_like(csum.narrow(dim, 0, 1)), csum], dim)
+    total = csum.index_select(dim, stop) - csum.index_select(dim, start)
+    shape = [1] * x.dim()
+    shape[dim] = n_out
+    acc = total * weight.view(shape) + (1 << (PIL_PRECISION_BITS - 1))
+    return torch.clamp(acc >> PIL_PRECISION_BITS, 0, 255)
 
 
 @functools.lru_cache(maxsize=64)
