@@ -573,6 +573,12 @@ MUTANTS: List[Mutant] = [
       "corruption, severity, w['seed'], backend='imagecorruptions',",
       'the generator\'s --backend torch runs imagecorruptions',
       f'{GENERATION}::test_tool_with_the_torch_backend'),
+    M('sweep-backends-mixed', 'mmgfn/evaluation/robustness_sweep/cells.py',
+      '        if backend is not None and stored != backend:',
+      '        if False:',
+      'a resumed sweep mixes cells of both corruption backends',
+      f'{TOOL_TESTS}::'
+      'test_corrupt_suite_with_the_torch_backend_never_mixes_backends'),
     M('generation-backend-not-recorded', GENERATION_PY,
       'seed_path_root=seed_path_root or src_dir, backend=backend)',
       'seed_path_root=seed_path_root or src_dir)',
