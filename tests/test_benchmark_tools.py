@@ -143,3 +143,21 @@ def test_corruption_generation_benchmark_prints_its_ratio(tmp_path):
         # both rates are printed with 2 decimals
         assert float(ratio) == pytest.approx(
             float(rate) / base, abs=0.01 + 0.01 * float(ratio)), stdout
+
+
+def test_corruption_backend_benchmark_prints_both_rates_and_ratios(
+        tmp_path):
+    stdout = _ok(run_tool([
+        'tools/analysis_tools/benchmark_corruption_generation.py',
+        '--compare-backends', '--num-images', '2', '--size', '64', '48',
+        '--corruptions', 'contrast', 'glass_blur', '--severities', '1', '5',
+        '--work-dir', str(tmp_path / 'work')
+    ], timeout=300))
+    assert 'images/s, 2 images of 64x48, severities [1, 5]' in stdout
+    rows = re.findall(r'^(\w+) +([0-9.]+) +([0-9.]+) +([0-9.]+)x', stdout,
+                      re.M)
+    assert [r[0] for r in rows] == ['contrast', 'glass_blur'], stdout
+    for _, ref, cpu, ratio in rows:
+        assert float(ratio) == pytest.approx(
+            float(cpu) / float(ref), abs=0.01 + 0.01 * float(ratio))
+    assert 'seconds per image: imagecorruptions' in stdout

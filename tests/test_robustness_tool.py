@@ -446,3 +446,63 @@ def test_corrupt_cell_is_the_image_corrupted_at_its_severity(
         assert preds == [pred for _, _, pred in seen]
         error = sum(p != y for p, y in zip(preds, labels)) / len(labels)
         assert cells[('contrast', severity)]['value'] == pytest.approx(error)
+
+
+def test_corrupt_suite_with_the_torch_backend_never_mixes_backends(
+        trained, tmp_path):
+    """--corruption-backend torch: every corrupted cell records its
+    backend (results.json, results.md), its errors match the reference
+    backend's within one sample, and a resume with the other backend is
+    refused in one line, in both directions, writing nothing."""
+    opts = ['--cfg-options', *digits_options(trained['images'])]
+    works = {b: str(tmp_path / b) for b in ('imagecorruptions', 'torch')}
+
+    def sweep(work, backend):
+        return run_tool([
+            TOOL, DIGITS_CONFIG, trained['ckpt'], '--suite', 'corrupt',
+            '--work-dir', work, '--corruptions', 'fog', 'pixelate',
+            '--severities', '0', '2', '--allow-partial',
+            '--corruption-backend', backend
+        ] + opts)
+
+    cells = {}
+    for backend, work in works.items():
+        _check_ok(sweep(work, backend))
+        with open(osp.join(work, 'results.json')) as f:
+            results = json.load(f)
+        cells[backend] = {(c['corruption'], c['severity']): c
+                          for c in results['cells']}
+        assert cells[backend][('clean', 0)].get('corruption_backend') is None
+        for name in ('fog', 'pixelate'):
+            assert cells[backend][(name, 2)]['corruption_backend'] == backend
+        md = '\n'.join(_lines(osp.join(work, 'results.md')))
+        assert f'- corruption backend: {backend}' in md
+    for cell, ref in cells['imagecorruptions'].items():
+        assert abs(cells['torch'][cell]['wrong'] - ref['wrong']) <= 1, cell
+
+    for backend, other in (('torch', 'imagecorruptions'),
+                           ('imagecorruptions', 'torch')):
+        before = _lines(osp.join(works[backend], 'cells.jsonl'))
+        _check_refused(sweep(works[backend], other),
+                       f'holds cells corrupted by the {backend} backend',
+                       f'this sweep uses {other}',
+                       f'--corruption-backend) {backend}')
+        assert _lines(osp.join(works[backend], 'cells.jsonl')) == before
+    proc = sweep(works['torch'], 'torch')
+    _check_ok(proc)
+    assert 'main model: skipping 3 finished cells, 0 to evaluate' in \
+        proc.stdout
+
+
+def test_corruption_backend_applies_to_on_the_fly_cells_only(tmp_path):
+    from mmgfn.evaluation.robustness_sweep import RobustnessSettings
+    for kwargs, phrase in (
+            (dict(suite='corrupt', corruption_backend='cupy'),
+             'must be one of imagecorruptions, torch, got "cupy"'),
+            (dict(suite='corrupt', corrupted_root=str(tmp_path),
+                  corruption_backend='torch'),
+             'applies to the corrupt suite corrupting on the fly only'),
+            (dict(suite='imagenet-a', corruption_backend='torch'),
+             'applies to the corrupt suite corrupting on the fly only')):
+        with pytest.raises(ConfigError, match=phrase):
+            RobustnessSettings(**kwargs).check()

@@ -46,7 +46,8 @@ from mmgfn.utils.preflight import check_file
 SETTINGS = ('suite', 'corruptions', 'severities', 'data_root',
             'corrupted_root', 'step', 'alexnet_fp', 'test_pipeline',
             'baseline_checkpoint', 'baseline_results',
-            'baseline_clean_error', 'metric_key', 'allow_partial')
+            'baseline_clean_error', 'metric_key', 'allow_partial',
+            'corruption_backend')
 
 
 def parse_args() -> argparse.Namespace:
@@ -115,6 +116,13 @@ def parse_args() -> argparse.Namespace:
         '--metric-key',
         help='metric to read per cell (default: accuracy/top1, else '
         'coco/bbox_mAP, else the first key ending in mAP)')
+    parser.add_argument(
+        '--corruption-backend',
+        choices=['imagecorruptions', 'torch'],
+        default='imagecorruptions',
+        help='corrupt suite, on the fly: implementation of the corruptions '
+        '(torch: mmgfn.datasets.corruptions, same draws, within one grey '
+        'level); recorded per cell, and a resume with the other is refused')
     parser.add_argument(
         '--allow-partial',
         action='store_true',

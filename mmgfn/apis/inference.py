@@ -202,10 +202,12 @@ def build_test_dataloader(cfg: Config,
 
 
 def insert_corruption(pipeline: list, corruption: str,
-                      severity: int) -> list:
+                      severity: int,
+                      backend: str = 'imagecorruptions') -> list:
     """A copy of ``pipeline`` with ``mmgfn.ImageCorruption`` right after the
     image-loading transform (the first whose type ends in
-    ``LoadImageFromFile``).
+    ``LoadImageFromFile``); ``backend`` other than the default is set on
+    the transform (the default leaves its config as before backends).
 
     Raises:
         ConfigError: If the pipeline has no such transform.
@@ -213,10 +215,11 @@ def insert_corruption(pipeline: list, corruption: str,
     pipeline = copy.deepcopy(list(pipeline))
     for i, step in enumerate(pipeline):
         if transform_name(step).endswith('LoadImageFromFile'):
-            pipeline.insert(
-                i + 1,
-                dict(type='mmgfn.ImageCorruption', corruption=corruption,
-                     severity=severity))
+            step = dict(type='mmgfn.ImageCorruption', corruption=corruption,
+                        severity=severity)
+            if backend != 'imagecorruptions':
+                step['backend'] = backend
+            pipeline.insert(i + 1, step)
             return pipeline
     raise ConfigError(
         'the test pipeline has no LoadImageFromFile step to insert '

@@ -77,8 +77,8 @@ from typing import (Any, Callable, Dict, Iterable, List, Optional, Sequence,
                     Tuple)
 
 from mmgfn.utils.preflight import ConfigError
-from .transforms.corruption import (ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS,
-                                   ImageCorruption)
+from .transforms.corruption import (ALL_CORRUPTIONS, BACKENDS,
+                                   BENCHMARK_CORRUPTIONS, ImageCorruption)
 
 #: Source files (lower-case extensions) that are read as images.
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -235,6 +235,8 @@ def _init_worker(src_dir: str,
                  color_type: str,
                  jpeg_quality: Optional[int],
                  recipe: Optional[OutputRecipe] = None,
+                 backend: str = 'imagecorruptions',
+                 device: str = 'cpu',
                  parent_pid: Optional[int] = None) -> None:
     """Store the run's settings. In a pool worker (``parent_pid`` given),
     also keep OpenCV to one thread so that the workers do not oversubscribe
@@ -250,7 +252,9 @@ def _init_worker(src_dir: str,
         seed_root=seed_root,
         color_type=color_type,
         jpeg_quality=jpeg_quality,
-        recipe=recipe)
+        recipe=recipe,
+        backend=backend,
+        device=device)
 
 
 def load_image(path: str, color_type: str = 'color'):
@@ -435,8 +439,10 @@ def _corrupt_task(task: Tuple[str, str, Tuple[int, ...]]
         return 0, [f'{src} ({corruption}): {exc}']
     for severity in severities:
         try:
-            out = ImageCorruption(corruption, severity, w['seed']).transform(
-                dict(img=img, img_path=key_path))['img']
+            out = ImageCorruption(
+                corruption, severity, w['seed'], backend=w['backend'],
+                device=w['device']).transform(
+                    dict(img=img, img_path=key_path))['img']
             data = (recipe.encode(out) if recipe is not None else
                     encode_image(out, rel, w['jpeg_quality']))
         except Exception as exc:  # noqa: BLE001 - reported per image
@@ -495,7 +501,9 @@ def generate_corrupted_images(
         color_type: str = 'color',
         jpeg_quality: Optional[int] = None,
         progress: bool = True,
-        recipe: Optional[OutputRecipe] = None) -> GenerationSummary:
+        recipe: Optional[OutputRecipe] = None,
+        backend: str = 'imagecorruptions',
+        device: str = 'cpu') -> GenerationSummary:
     """Write ``<out_dir>/<corruption>/<severity>/<rel path>`` for every
     image, corruption and severity that is not there yet (or fails the
     marker check of :func:`is_complete_output`).
@@ -539,6 +547,11 @@ def generate_corrupted_images(
             this recipe instead (``color_type`` and ``jpeg_quality`` must
             then keep their defaults), and write its record file at the
             root of ``out_dir`` before any image. Defaults to None.
+        backend (str): ``'imagecorruptions'`` or ``'torch'`` (see
+            ``ImageCorruption``); recorded, so a resume with the other
+            backend is refused. Defaults to ``'imagecorruptions'``.
+        device (str): Device of the torch backend, in every worker.
+            Defaults to ``'cpu'``.
 
     Returns:
         GenerationSummary: Counts, time and per-image failures.
@@ -560,6 +573,9 @@ def generate_corrupted_images(
         raise FileNotFoundError(f'--ann-file "{ann_file}" does not exist')
     check_generation_args(corruptions, severities, workers, color_type,
                           jpeg_quality)
+    if backend not in BACKENDS:
+        raise ConfigError(f'unknown corruption backend "{backend}"; '
+                          f'expected one of {", ".join(BACKENDS)}')
     if recipe is not None and (color_type != 'color'
                                or jpeg_quality is not None):
         raise ConfigError(f'the {recipe.name} recipe fixes the loading and '
@@ -572,7 +588,7 @@ def generate_corrupted_images(
                           f'folder "{src_dir}"; choose another one')
     rels = list_source_images(src_dir, ann_file)
     _write_record(out_dir, recipe, seed, src_dir, seed_path_root,
-                  color_type, jpeg_quality)
+                  color_type, jpeg_quality, backend)
 
     summary = GenerationSummary(workers=workers)
     summary.removed_parts = remove_stale_parts(out_dir, corruptions,
@@ -595,7 +611,7 @@ def generate_corrupted_images(
                 tasks.append((rel, corruption, tuple(todo)))
     total = sum(len(t[2]) for t in tasks)
     init_args = (src_dir, out_dir, seed, seed_path_root or src_dir,
-                 color_type, jpeg_quality, recipe)
+                 color_type, jpeg_quality, recipe, backend, device)
     start = time.perf_counter()
     with tqdm(total=total, unit='img', disable=not progress or not total,
               file=sys.stderr, dynamic_ncols=True) as bar:
@@ -626,15 +642,16 @@ GENERATION_RECORD = 'generation.json'
 
 def _write_record(out_dir: str, recipe: Optional[OutputRecipe], seed: int,
                   src_dir: str, seed_path_root: Optional[str],
-                  color_type: str, jpeg_quality: Optional[int]) -> None:
+                  color_type: str, jpeg_quality: Optional[int],
+                  backend: str = 'imagecorruptions') -> None:
     """Write the run's settings record at the root of ``out_dir`` before
     any image, or check the one an earlier run wrote there.
 
     The record is ``<out_dir>/<recipe.record_file>`` (the recipe's record)
     or ``<out_dir>/generation.json`` (``color_type`` and ``jpeg_quality``),
-    plus the ``seed``, the path root that seeds each image and the absolute
-    ``source`` folder: everything besides the corruption and severity that
-    decides an output's bytes. A resumed run must ask for the same, since
+    plus the ``seed``, the path root that seeds each image, the absolute
+    ``source`` folder and the corruption ``backend``: everything besides
+    the corruption and severity that decides an output's bytes. A resumed run must ask for the same, since
     it keeps the files already there; one that does not is refused, naming
     each setting that differs. (A folder written before records existed has
     none; the record is then written and the old files are kept, as
@@ -649,7 +666,7 @@ def _write_record(out_dir: str, recipe: Optional[OutputRecipe], seed: int,
         color_type=color_type, jpeg_quality=jpeg_quality)
     # the seed path root as given: its string seeds each image's draws
     record.update(seed=seed, source=src,
-                  seed_path_root=seed_path_root or src_dir)
+                  seed_path_root=seed_path_root or src_dir, backend=backend)
     name = recipe.record_file if recipe is not None else GENERATION_RECORD
     path = osp.join(out_dir, name)
     if osp.isfile(path):
@@ -659,6 +676,8 @@ def _write_record(out_dir: str, recipe: Optional[OutputRecipe], seed: int,
         except (OSError, ValueError) as exc:
             raise ConfigError(f'cannot read the settings record "{path}" '
                               f'of an earlier run: {exc}') from None
+        # records written before backends existed: imagecorruptions
+        old.setdefault('backend', 'imagecorruptions')
         # recipe records written before seed_path_root was recorded
         keys = [k for k in record
                 if k in old or recipe is None or k != 'seed_path_root']

@@ -26,6 +26,17 @@ Usage::
 Without ``--images``, ``--num-images`` JPEG photos of ``--size`` (COCO's
 typical 640 x 480) are made from scikit-image's bundled sample photos
 (flipped and shifted so that no two are identical).
+
+``--compare-backends`` measures instead, per corruption, images/s of
+imagecorruptions (one image after the other, as the reference runs) and of
+the torch backend (:func:`mmgfn.datasets.corruptions.corrupt` on the whole
+batch, torch draws) on the CPU, and on CUDA when a GPU is present (after a
+warm-up call, synchronised), and prints them side by side with their
+ratios::
+
+    python tools/analysis_tools/benchmark_corruption_generation.py \
+        --compare-backends [--corruptions all] [--severities 3] \
+        [--num-images 8] [--repeats 1]
 """
 import argparse
 import os
@@ -36,6 +47,7 @@ import time
 
 import cv2
 import numpy as np
+import torch
 
 from mmgfn.datasets.corruption_generation import (generate_corrupted_images,
                                                   list_source_images)
@@ -83,6 +95,85 @@ def single_process(src_dir: str, rels: list, out_dir: str,
     return time.perf_counter() - start
 
 
+def _timed(fn, repeats: int, sync=None) -> float:
+    """Best wall time of ``repeats`` calls of ``fn``."""
+    best = float('inf')
+    for _ in range(repeats):
+        if sync:
+            sync()
+        start = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def compare_backends(src: str, rels: list, corruptions: list,
+                     severities: list, repeats: int) -> None:
+    """Print images/s of imagecorruptions vs the torch backend per
+    corruption (CPU, and CUDA when available), in one run."""
+    from imagecorruptions import corrupt as reference
+
+    from mmgfn.datasets.corruptions import SEEDED_CORRUPTIONS, corrupt
+    rgbs = [np.ascontiguousarray(cv2.imread(osp.join(src, r))[..., ::-1])
+            for r in rels]
+    if len({r.shape for r in rgbs}) != 1:
+        raise ValueError('--compare-backends needs images of one size '
+                         '(they are corrupted as one batch)')
+    batch = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).contiguous()
+    devices = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
+    n = len(rgbs) * len(severities)
+    head = f'{"corruption":18s} {"imagecorruptions":>17s} {"torch cpu":>10s}'
+    head += f' {"ratio":>6s}'
+    if 'cuda' in devices:
+        head += f' {"torch cuda":>11s} {"ratio":>7s}'
+    print(f'images/s, {len(rgbs)} images of {rgbs[0].shape[1]}x'
+          f'{rgbs[0].shape[0]}, severities {severities}; torch threads '
+          f'{torch.get_num_threads()}'
+          + (f'; GPU: {torch.cuda.get_device_name(0)}'
+             if 'cuda' in devices else '; no GPU'))
+    print(head)
+    totals = {'ref': 0.0, 'cpu': 0.0, 'cuda': 0.0}
+    for name in corruptions:
+        kwargs = dict(seed=1) if name in SEEDED_CORRUPTIONS else {}
+
+        def run_reference():
+            for rgb in rgbs:
+                for s in severities:
+                    reference(rgb, corruption_name=name, severity=s,
+                              **kwargs)
+
+        reference(rgbs[0], corruption_name=name, severity=severities[0],
+                  **kwargs)  # numba compilation, file reads
+        rates = {'ref': n / _timed(run_reference, repeats)}
+        totals['ref'] += n / rates['ref']
+        for device in devices:
+            images = batch.to(device)
+            gen = torch.Generator(device).manual_seed(0)
+            sync = torch.cuda.synchronize if device == 'cuda' else None
+
+            def run_torch():
+                for s in severities:
+                    corrupt(images, name, s, gen)
+
+            corrupt(images[:1], name, severities[0], gen)  # warm-up
+            rates[device] = n / _timed(run_torch, repeats, sync)
+            totals[device] += n / rates[device]
+        line = (f'{name:18s} {rates["ref"]:17.2f} {rates["cpu"]:10.2f} '
+                f'{rates["cpu"] / rates["ref"]:5.2f}x')
+        if 'cuda' in devices:
+            line += (f' {rates["cuda"]:11.2f} '
+                     f'{rates["cuda"] / rates["ref"]:6.1f}x')
+        print(line, flush=True)
+    print(f'all {len(corruptions)} corruptions x {len(severities)} '
+          f'severities, seconds per image: imagecorruptions '
+          f'{totals["ref"] / len(rgbs):.3f}, torch cpu '
+          f'{totals["cpu"] / len(rgbs):.3f}' +
+          (f', torch cuda {totals["cuda"] / len(rgbs):.3f}'
+           if 'cuda' in devices else ''))
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--images', help='folder of images to corrupt')
@@ -99,6 +190,14 @@ def parse_args() -> argparse.Namespace:
         '--workers', type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument(
         '--work-dir', help='scratch folder (default: a temporary one)')
+    parser.add_argument(
+        '--compare-backends',
+        action='store_true',
+        help='images/s per corruption of imagecorruptions vs the torch '
+        'backend (CPU, and CUDA when available) instead')
+    parser.add_argument(
+        '--repeats', type=int, default=1,
+        help='--compare-backends: best of this many timed runs')
     return parser.parse_args()
 
 
@@ -112,6 +211,13 @@ def main() -> None:
             src = osp.join(work, 'images')
             make_photos(src, args.num_images, tuple(args.size))
         rels = list_source_images(src)
+        if args.compare_backends:
+            from mmgfn.datasets.corruptions import CORRUPTION_FUNCTIONS
+            names = list(CORRUPTION_FUNCTIONS) \
+                if args.corruptions == ['all'] else args.corruptions
+            compare_backends(src, rels, names, args.severities,
+                             args.repeats)
+            return
         n_out = len(rels) * len(args.corruptions) * len(args.severities)
         print(f'{len(rels)} images from {src}; corruptions '
               f'{" ".join(args.corruptions)}; severities '

@@ -9,7 +9,8 @@ Usage::
         [--corruptions gaussian_noise ... | all | benchmark] \\
         [--severities 1 2 3 4 5] [--workers N] [--ann-file COCO_JSON] \\
         [--seed 0] [--seed-path-root DIR] \\
-        [--color-type color|color_ignore_orientation] [--jpeg-quality Q]
+        [--color-type color|color_ignore_orientation] [--jpeg-quality Q] \\
+        [--backend imagecorruptions|torch] [--device cpu|cuda]
 
 ImageNet-C by the reference recipe of the released files (resize 256,
 center-crop 224, corrupt, uint8, JPEG quality 85; see
@@ -48,7 +49,7 @@ import os
 
 from mmgfn.datasets.corruption_generation import (GenerationSummary,
                                                   generate_corrupted_images)
-from mmgfn.datasets.transforms.corruption import (ALL_CORRUPTIONS,
+from mmgfn.datasets.transforms.corruption import (ALL_CORRUPTIONS, BACKENDS,
                                                   BENCHMARK_CORRUPTIONS)
 from mmgfn.utils.cli import run_cli
 from mmgfn.utils.preflight import ConfigError
@@ -99,6 +100,18 @@ def parse_args() -> argparse.Namespace:
         'lossless PNG data (full COCO-C: about 26 GB at 85 instead of about '
         '155 GB; pixels no longer equal the on-the-fly transform)')
     parser.add_argument(
+        '--backend',
+        choices=list(BACKENDS),
+        default='imagecorruptions',
+        help='implementation of the corruptions: imagecorruptions (the '
+        'reference, default) or torch (mmgfn.datasets.corruptions, same '
+        'random draws, within one grey level of the reference); recorded, '
+        'so a resume with the other backend is refused')
+    parser.add_argument(
+        '--device',
+        default='cpu',
+        help='device of the torch backend (cpu, cuda, cuda:1, ...)')
+    parser.add_argument(
         '--no-progress', action='store_true', help='no progress bar')
     parser.add_argument(
         '--recipe',
@@ -129,6 +142,8 @@ def regenerate_imagenet_c_main(args: argparse.Namespace) -> None:
              if getattr(args, k) is not None]
     if args.color_type != 'color':
         other.append('--color-type')
+    if args.backend != 'imagecorruptions':
+        other.append('--backend')
     if other:
         raise ConfigError(f'--recipe imagenet-c fixes the preprocessing and '
                           f'the format; drop {", ".join(other)}')
@@ -166,7 +181,9 @@ def main() -> None:
         seed_path_root=args.seed_path_root,
         color_type=args.color_type,
         jpeg_quality=args.jpeg_quality,
-        progress=not args.no_progress)
+        progress=not args.no_progress,
+        backend=args.backend,
+        device=args.device)
     report(summary, 'corrupted images')
 
 

@@ -5,7 +5,8 @@ off-by-one, swapped arguments, a skipped call, a wrong reduction) in the
 code whose behaviour the project's numbers rest on: the gradient-sign attack
 and the classification preprocessor, the neighbour-weighted loss, the
 neighbour table, the detection hook, the insertion of corruptions into a
-test pipeline (and the corruption transform) and the robustness metric
+test pipeline (and the corruption transform), the torch corruptions (their
+constants against imagecorruptions) and the robustness metric
 functions. For every mutant the script runs the fast tests that should
 catch it and reports whether they did (*killed*) or not (*survived*).
 
@@ -70,6 +71,7 @@ GENERATION = 'tests/test_corruption_generation.py'
 ANALYSIS = 'tests/test_analysis_tools.py'
 STANDIN = 'tests/test_mmcv_ext.py'
 PAIRED = 'tests/test_paired_comparison.py'
+BACKEND = 'tests/test_corruption_backend.py'
 
 ATTACK_PY = 'mmgfn/models/utils/attack.py'
 PRE_PY = ('mmgfn/models/data_preprocessors/'
@@ -88,6 +90,7 @@ STANDIN_PY = 'mmgfn/utils/mmcv_ext.py'
 OPS_PY = 'mmgfn/utils/mmcv_ops.py'
 PAIRED_PY = 'mmgfn/evaluation/functional/paired.py'
 OUTCOMES_PY = 'mmgfn/evaluation/robustness_sweep/outcomes.py'
+TORCH_C = 'mmgfn/datasets/corruptions/'
 
 
 @dataclass(frozen=True)
@@ -474,19 +477,19 @@ MUTANTS: List[Mutant] = [
       'neighbour table left out of checkpoints',
       f'{PREC}::test_hook_table_travels_with_checkpoints'),
     M('insert-before-loading', INFER_PY,
-      '                i + 1,\n', '                i,\n',
+      'pipeline.insert(i + 1, step)', 'pipeline.insert(i, step)',
       'ImageCorruption inserted before LoadImageFromFile',
       f'{INSERTION}'),
     M('insert-severity-reversed', INFER_PY,
-      'corruption=corruption,\n                     severity=severity)',
-      'corruption=corruption,\n                     severity=6 - severity)',
+      'corruption=corruption,\n                        severity=severity)',
+      'corruption=corruption,\n                        severity=6 - severity)',
       'inserted corruption at severity 6 - s',
       f'{INSERTION}'),
     M('tool-severity-reversed', TOOL_PY,
       "_insert_corruption(loader['dataset'], corruption,\n"
-      '                                       severity)',
+      '                                       severity,\n',
       "_insert_corruption(loader['dataset'], corruption,\n"
-      '                                       6 - severity)',
+      '                                       6 - severity,\n',
       '--suite corrupt evaluates cell s at severity 6 - s',
       f'{TOOL_TESTS}::'
       'test_corrupt_cell_is_the_image_corrupted_at_its_severity'),
@@ -661,6 +664,95 @@ MUTANTS: List[Mutant] = [
       'ordered = list(rows.values())',
       'a distributed sweep keeps the outcomes in rank order',
       f'{LOOP_TESTS}::test_two_gloo_processes_give_the_numbers_of_one'),
+    # ------------------------------------------------- torch corruptions
+    M('tc-gaussian-noise-severity-2', TORCH_C + 'noise.py',
+      'GAUSSIAN_NOISE = (.08, .12, 0.18', 'GAUSSIAN_NOISE = (.08, .13, 0.18',
+      'gaussian noise of severity 2 with std .13 instead of .12',
+      f'{BACKEND}::test_every_corruption_matches_imagecorruptions'
+      '[gaussian_noise]'),
+    M('tc-shot-noise-severity-4', TORCH_C + 'noise.py',
+      'SHOT_NOISE = (60, 25, 12, 5, 3)', 'SHOT_NOISE = (60, 25, 12, 6, 3)',
+      'shot noise of severity 4 with 6 photons instead of 5',
+      f'{BACKEND}::test_every_corruption_matches_imagecorruptions'
+      '[shot_noise]'),
+    M('tc-defocus-radius-severity-2', TORCH_C + 'blur.py',
+      'DEFOCUS_BLUR = ((3, 0.1), (4, 0.5)',
+      'DEFOCUS_BLUR = ((3, 0.1), (5, 0.5)',
+      'defocus disk of severity 2 with radius 5 instead of 4',
+      f'{BACKEND}::test_every_corruption_matches_imagecorruptions'
+      '[defocus_blur]'),
+    M('tc-zoom-step-severity-4', TORCH_C + 'blur.py',
+      '(1.21, 0.02), (1.26, 0.02),', '(1.21, 0.02), (1.26, 0.03),',
+      'zoom blur of severity 4 with zoom steps of .03 instead of .02',
+      f'{BACKEND}::test_every_corruption_matches_imagecorruptions'
+      '[zoom_blur]'),
+    M('tc-motion-shift-direction', TORCH_C + 'ops.py',
+      'view = padded[..., py - dy:py - dy + h, px - dx:px - dx + w]',
+      'view = padded[..., py - dy:py - dy + h, px + dx:px + dx + w]',
+      'motion blur streaks mirrored horizontally',
+      f'{BACKEND}::test_every_corruption_matches_imagecorruptions'
+      '[motion_blur]'),
+    M('tc-fog-decay-severity-3', TORCH_C + 'weather.py',
+      'FOG = ((1.5, 2), (2., 2), (2.5, 1.7)',
+      'FOG = ((1.5, 2), (2., 2), (2.5, 1.6)',
+      'fog of severity 3 with plasma decay 1.6 instead of 1.7',
+      f'{BACKEND}::test_every_corruption_matches_imagecorruptions[fog]'),
+    M('tc-snow-second-layer-unrotated', TORCH_C + 'weather.py',
+      'torch.flip(layer, (-2, -1))', 'torch.flip(layer, (-1,))',
+      'the second snow layer flipped instead of rotated by 180 degrees',
+      f'{BACKEND}::test_every_corruption_matches_imagecorruptions[snow]'),
+    M('tc-frost-weight-severity-2', TORCH_C + 'weather.py',
+      'FROST = ((1, 0.4), (0.8, 0.6)', 'FROST = ((1, 0.4), (0.8, 0.65)',
+      'frost of severity 2 blended at .65 instead of .6',
+      f'{BACKEND}::test_every_corruption_matches_imagecorruptions[frost]'),
+    M('tc-contrast-severity-2', TORCH_C + 'digital.py',
+      'CONTRAST = (0.4, .3,', 'CONTRAST = (0.4, .31,',
+      'contrast of severity 2 keeps .31 instead of .3',
+      f'{BACKEND}::test_every_corruption_matches_imagecorruptions'
+      '[contrast]'),
+    M('tc-pixelate-severity-5', TORCH_C + 'digital.py',
+      'PIXELATE = (0.6, 0.5, 0.4, 0.3, 0.25)',
+      'PIXELATE = (0.6, 0.5, 0.4, 0.3, 0.2)',
+      'pixelate of severity 5 at .2 instead of .25',
+      f'{BACKEND}::test_every_corruption_matches_imagecorruptions'
+      '[pixelate]'),
+    M('tc-elastic-sigma-swapped', TORCH_C + 'digital.py',
+      'sigma = (h * 0.01, w * 0.01)', 'sigma = (w * 0.01, h * 0.01)',
+      'elastic field smoothed with the axes\' sigmas swapped',
+      f'{BACKEND}::test_every_corruption_matches_imagecorruptions'
+      '[elastic_transform]'),
+    M('tc-saturate-severity-4', TORCH_C + 'digital.py',
+      '(5, 0.1), (20, 0.2))', '(5, 0.15), (20, 0.2))',
+      'saturate of severity 4 offset by .15 instead of .1',
+      f'{BACKEND}::test_every_corruption_matches_imagecorruptions'
+      '[saturate]'),
+    M('tc-numpy-uniform-reversed', TORCH_C + 'draws.py',
+      'return float(np.random.uniform(low, high))',
+      'return float(np.random.uniform(high, low))',
+      'numpy-mode scalar draws differ from imagecorruptions\' ones',
+      f'{BACKEND}::test_every_corruption_matches_imagecorruptions'
+      '[motion_blur]'),
+    M('tc-transform-backend-ignored', CORRUPT_PY,
+      "        if self.backend == 'imagecorruptions':",
+      '        if True:',
+      'ImageCorruption(backend=\'torch\') runs imagecorruptions',
+      f'{BACKEND}::test_transform_torch_backend_is_what_runs'),
+    M('generation-backend-not-passed', GENERATION_PY,
+      "corruption, severity, w['seed'], backend=w['backend'],",
+      "corruption, severity, w['seed'], backend='imagecorruptions',",
+      'the generator\'s --backend torch runs imagecorruptions',
+      f'{GENERATION}::test_tool_with_the_torch_backend'),
+    M('sweep-backends-mixed', 'mmgfn/evaluation/robustness_sweep/cells.py',
+      '        if backend is not None and stored != backend:',
+      '        if False:',
+      'a resumed sweep mixes cells of both corruption backends',
+      f'{TOOL_TESTS}::'
+      'test_corrupt_suite_with_the_torch_backend_never_mixes_backends'),
+    M('generation-backend-not-recorded', GENERATION_PY,
+      'seed_path_root=seed_path_root or src_dir, backend=backend)',
+      'seed_path_root=seed_path_root or src_dir)',
+      'a resumed generation with the other backend mixes files',
+      f'{GENERATION}::test_resume_with_other_settings_is_refused'),
 ]
 
 # --------------------------------------------------------------- running

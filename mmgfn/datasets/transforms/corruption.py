@@ -7,6 +7,12 @@ step to its test pipeline after ``LoadImageFromFile``::
 
     dict(type='mmgfn.ImageCorruption', corruption='fog', severity=3)
 
+``backend='torch'`` computes the same corruption with
+:mod:`mmgfn.datasets.corruptions` (optionally on a ``device``), drawing its
+random numbers exactly as imagecorruptions does from the same seeded numpy
+state, so both backends give the same image up to one grey level of float
+rounding (the fidelity table of the README).
+
 Shapes and ranges: ``results['img']`` is an ``H x W x 3`` (or ``H x W``)
 uint8 BGR image as mmcv loads it; it stays ``H x W x 3`` uint8 BGR, values in
 [0, 255]. ``img_shape`` does not change. Images must be at least 32 x 32
@@ -34,6 +40,8 @@ MIN_SIDE = 32
 #: Corruptions of imagecorruptions that take their randomness from a
 #: ``seed`` argument instead of numpy's global generator.
 SEED_ARGUMENT = ('glass_blur', 'impulse_noise')
+#: Implementations of the corruptions.
+BACKENDS = ('imagecorruptions', 'torch')
 
 
 @TRANSFORMS.register_module()
@@ -54,25 +62,40 @@ class ImageCorruption(BaseTransform):
             same corruption in every run, worker and process; numpy's global
             random state is restored afterwards. None uses numpy's global
             random state as is. Defaults to 0.
+        backend (str): ``'imagecorruptions'`` (the reference) or
+            ``'torch'`` (:func:`mmgfn.datasets.corruptions.corrupt` with the
+            reference's random draws). Defaults to ``'imagecorruptions'``.
+        device (str): Device of the torch backend (``'cpu'``, ``'cuda'``,
+            ...); a CUDA device needs data loader workers that do not fork
+            (``num_workers=0`` or the ``spawn`` start method). Defaults to
+            ``'cpu'``.
 
     Raises:
-        ValueError: For an unknown corruption, a severity outside 0-5, or an
-            image smaller than 32 x 32 (the message names the image path).
+        ValueError: For an unknown corruption or backend, a severity outside
+            0-5, or an image smaller than 32 x 32 (the message names the
+            image path).
     """
 
     def __init__(self,
                  corruption: str,
                  severity: int,
-                 seed: Optional[int] = 0) -> None:
+                 seed: Optional[int] = 0,
+                 backend: str = 'imagecorruptions',
+                 device: str = 'cpu') -> None:
         if corruption not in ALL_CORRUPTIONS:
             raise ValueError(f'unknown corruption "{corruption}"; expected '
                              f'one of {", ".join(ALL_CORRUPTIONS)}')
         if not isinstance(severity, int) or not 0 <= severity <= 5:
             raise ValueError(
                 f'severity must be an integer in 0-5, got {severity!r}')
+        if backend not in BACKENDS:
+            raise ValueError(f'unknown corruption backend "{backend}"; '
+                             f'expected one of {", ".join(BACKENDS)}')
         self.corruption = corruption
         self.severity = severity
         self.seed = seed
+        self.backend = backend
+        self.device = device
 
     def transform(self, results: dict) -> dict:
         """Corrupt one image.
@@ -100,23 +123,19 @@ class ImageCorruption(BaseTransform):
 
     def _corrupt(self, rgb: np.ndarray, path: str) -> np.ndarray:
         """Apply the corruption to an ``H x W x 3`` uint8 RGB image."""
-        from imagecorruptions import corrupt
         rgb = np.ascontiguousarray(rgb)
         if self.seed is None:
-            out = corrupt(rgb, corruption_name=self.corruption,
-                          severity=self.severity)
+            out = self._apply(rgb, None)
         else:
             key = f'{path}|{self.corruption}|{self.severity}'.encode()
             seed = (zlib.crc32(key) + self.seed) % 2**32
             # glass_blur and impulse_noise draw from their own generators
             # unless given a seed; the others use numpy's global one
-            kwargs = dict(seed=seed) if self.corruption in SEED_ARGUMENT \
-                else {}
             state = np.random.get_state()
             np.random.seed(seed)
             try:
-                out = corrupt(rgb, corruption_name=self.corruption,
-                              severity=self.severity, **kwargs)
+                out = self._apply(
+                    rgb, seed if self.corruption in SEED_ARGUMENT else None)
             finally:
                 np.random.set_state(state)
         out = np.asarray(out)
@@ -127,6 +146,23 @@ class ImageCorruption(BaseTransform):
                 f'to {out.shape[1]}x{out.shape[0]}')
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
+    def _apply(self, rgb: np.ndarray, seed: Optional[int]) -> np.ndarray:
+        """One call of the backend, random draws from numpy's state."""
+        kwargs = {} if seed is None else dict(seed=seed)
+        if self.backend == 'imagecorruptions':
+            from imagecorruptions import corrupt
+            return corrupt(rgb, corruption_name=self.corruption,
+                           severity=self.severity, **kwargs)
+        import torch
+
+        from ..corruptions import corrupt, to_uint8
+        images = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(
+            self.device)
+        out = corrupt(images, self.corruption, self.severity,
+                      draws='numpy', **kwargs)
+        return to_uint8(out)[0].permute(1, 2, 0).cpu().numpy()
+
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(corruption={self.corruption!r}, '
-                f'severity={self.severity}, seed={self.seed})')
+                f'severity={self.severity}, seed={self.seed}, '
+                f'backend={self.backend!r}, device={self.device!r})')

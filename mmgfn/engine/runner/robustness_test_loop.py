@@ -48,6 +48,7 @@ from mmgfn.evaluation.robustness_sweep import (RobustnessSettings, Suite,
                                                load_baseline_results,
                                                read_cells, summarize,
                                                write_reports)
+from mmgfn.evaluation.robustness_sweep.cells import check_backends
 from mmgfn.registry import LOOPS
 from mmgfn.utils.preflight import ConfigError, check_file
 
@@ -253,6 +254,7 @@ class RobustnessTestLoop(BaseLoop):
         state = [read_cells(cells_file) if is_main_process() else None]
         broadcast_object_list(state)
         finished = {r['cell_key']: r for r in state[0] if r.get('cell_key')}
+        check_backends(self.suite, state[0], cells_file)
 
         main = self._run_cells('main', checkpoint_key, rows, finished,
                                cells_file)

@@ -184,4 +184,32 @@ def cell_record(cell: Cell, metrics: dict,
         metrics=metrics,
         num_samples=num_samples,
         finished_at=datetime.datetime.now().isoformat(timespec='seconds'))
+    backend = suite.cell_backend(cell)
+    if backend is not None:
+        record['corruption_backend'] = backend
     return derive_quantity(record, metric_key, suite)
+
+
+def check_backends(suite: Suite, records: List[dict],
+                   cells_file: str) -> None:
+    """Refuse to resume a sweep whose ``cells.jsonl`` holds cells of the
+    same suite and data corrupted on the fly by another corruption backend
+    (records from before backends were recorded: imagecorruptions).
+
+    Raises:
+        ConfigError: Naming the file, both backends and one such cell.
+    """
+    for r in records:
+        if r.get('suite') != suite.name or \
+                r.get('data') != suite.data_source:
+            continue
+        cell = (r.get('corruption'), r.get('severity'))
+        backend = suite.cell_backend(cell)
+        stored = r.get('corruption_backend', 'imagecorruptions')
+        if backend is not None and stored != backend:
+            raise ConfigError(
+                f'{cells_file} holds cells corrupted by the {stored} '
+                f'backend ({cell[0]} severity {cell[1]}) but this sweep '
+                f'uses {backend}; resuming would mix backends: use another '
+                'work_dir, or corruption_backend '
+                f'(--corruption-backend) {stored}')

@@ -174,6 +174,10 @@ def write_markdown(path: str, suite: Suite, main: List[dict],
         lines.append('- baseline: `'
                      f'{args.baseline_checkpoint or args.baseline_results}`')
     lines.append(f'- data: `{suite.data_source}`')
+    backends = sorted({r['corruption_backend'] for r in main + (baseline or [])
+                       if r.get('corruption_backend')})
+    if backends:
+        lines.append(f'- corruption backend: {", ".join(backends)}')
     lines.append(f'- test pipeline ({getattr(args, "test_pipeline", "config")}'
                  f'): {pipeline_text(suite.test_pipeline())}')
     lines.append('')
@@ -232,7 +236,7 @@ def cells_for_json(records: Optional[List[dict]]) -> Optional[List[dict]]:
         return None
     keys = ('corruption', 'severity', 'quantity', 'value', 'wrong', 'total',
             'T5D', 'metric_key', 'metrics', 'num_samples', 'outcomes',
-            'finished_at')
+            'finished_at', 'corruption_backend')
     return [{k: r[k] for k in keys if k in r} for r in records]
 
 

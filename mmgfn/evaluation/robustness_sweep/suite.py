@@ -43,7 +43,7 @@ from typing import Any, List, Optional, Tuple
 
 from mmgfn.apis.inference import insert_corruption, transform_name
 from mmgfn.datasets.imagenet_c import REFERENCE_TEST_PIPELINE
-from mmgfn.datasets.transforms.corruption import (ALL_CORRUPTIONS,
+from mmgfn.datasets.transforms.corruption import (ALL_CORRUPTIONS, BACKENDS,
                                                   BENCHMARK_CORRUPTIONS)
 from mmgfn.evaluation.functional import (SEVERITIES, imagenet_p_difficulty,
                                          imagenet_p_perturbations,
@@ -106,6 +106,10 @@ class RobustnessSettings:
         allow_partial (bool): Summarise the covered cells when some are
             missing (labelled partial) instead of refusing. Defaults to
             False.
+        corruption_backend (str): corrupt suite, on the fly: the
+            ``backend`` of the inserted ``mmgfn.ImageCorruption``
+            (``'imagecorruptions'`` or ``'torch'``); recorded per cell and
+            part of its resume key. Defaults to ``'imagecorruptions'``.
     """
     suite: str
     corruptions: Optional[List[str]] = None
@@ -120,6 +124,7 @@ class RobustnessSettings:
     baseline_clean_error: Optional[float] = None
     metric_key: Optional[str] = None
     allow_partial: bool = False
+    corruption_backend: str = 'imagecorruptions'
 
     def __post_init__(self) -> None:
         self.corruptions = list(self.corruptions) if self.corruptions \
@@ -162,6 +167,15 @@ class RobustnessSettings:
                                     f'"{self.data_root}" does not exist')
         if self.step < 1:
             raise ConfigError(f'{setting("step")} must be >= 1')
+        if self.corruption_backend not in BACKENDS:
+            raise ConfigError(
+                f'{setting("corruption_backend")} must be one of '
+                f'{", ".join(BACKENDS)}, got "{self.corruption_backend}"')
+        if self.corruption_backend != 'imagecorruptions' and (
+                self.suite != 'corrupt' or self.corrupted_root):
+            raise ConfigError(
+                f'{setting("corruption_backend")} applies to the corrupt '
+                'suite corrupting on the fly only')
 
 
 def _pipeline_datasets(dataset: dict) -> List[dict]:
@@ -177,8 +191,8 @@ def _pipeline_datasets(dataset: dict) -> List[dict]:
     return found
 
 
-def _insert_corruption(dataset: dict, corruption: str,
-                       severity: int) -> None:
+def _insert_corruption(dataset: dict, corruption: str, severity: int,
+                       backend: str = 'imagecorruptions') -> None:
     """Insert ImageCorruption after each ``*LoadImageFromFile`` step."""
     targets = _pipeline_datasets(dataset)
     if not targets:
@@ -186,7 +200,7 @@ def _insert_corruption(dataset: dict, corruption: str,
                           '(test_dataloader.dataset.pipeline)')
     for ds in targets:
         ds['pipeline'] = insert_corruption(ds['pipeline'], corruption,
-                                           severity)
+                                           severity, backend)
 
 
 def _point_to_corrupted(dataset: dict, root: str, corruption: str,
@@ -453,7 +467,8 @@ class Suite:
                                         severity)
                 else:
                     _insert_corruption(loader['dataset'], corruption,
-                                       severity)
+                                       severity,
+                                       self.settings.corruption_backend)
         elif self.name == 'imagenet-c':
             if severity:
                 loader['dataset'] = self._suite_dataset(
@@ -474,6 +489,15 @@ class Suite:
             evaluator = dict(type='mmgfn.SubsetAccuracy', indices=self.name)
         return loader, evaluator
 
+    def cell_backend(self, cell: Cell) -> Optional[str]:
+        """The corruption backend that makes ``cell``'s images: the
+        setting for a corrupt-suite cell corrupted on the fly, None for
+        clean cells, pre-generated files and the other suites."""
+        if self.name != 'corrupt' or not cell[1] or \
+                self.settings.corrupted_root:
+            return None
+        return self.settings.corruption_backend
+
     def cell_key(self, cell: Cell, role: str,
                  checkpoint: str) -> str:
         """The resume key of one cell: a sha256 (hex) of the canonical JSON
@@ -482,8 +506,10 @@ class Suite:
         That is the suite, the cell, the checkpoint (absolute path, size
         and modification time), the cell's resolved test dataset (with its
         pipeline) and evaluator, the model and data preprocessor configs
-        and the test loop config. The metric read from a cell is not part
-        of it: every cell keeps all its metrics.
+        and the test loop config, and the corruption backend of a cell
+        corrupted on the fly by another backend than imagecorruptions (so
+        keys of earlier sweeps stay valid). The metric read from a cell is
+        not part of it: every cell keeps all its metrics.
         """
         loader, evaluator = self.build(cell)
         content = dict(
@@ -496,6 +522,9 @@ class Suite:
             dataset=_canonical(loader['dataset']),
             evaluator=_canonical(evaluator),
             model=self.model_config)
+        backend = self.cell_backend(cell)
+        if backend not in (None, 'imagecorruptions'):
+            content['corruption_backend'] = backend
         text = json.dumps(content, sort_keys=True, separators=(',', ':'))
         return hashlib.sha256(text.encode('utf-8')).hexdigest()
 

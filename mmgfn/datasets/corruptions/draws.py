@@ -1,0 +1,127 @@
+"""Random draws of the corruptions: a seeded torch generator, or numpy.
+
+``Draws('torch', generator)`` takes every random number from ``generator``
+(a caller-seeded :class:`torch.Generator`, on any device), so a batch is
+reproducible from one seed. ``Draws('numpy')`` draws exactly what
+``imagecorruptions`` draws, in its order and with its shapes (numpy's
+global random state; ``numpy.random.default_rng(seed)`` for impulse noise
+and the glass-blur seed), on the host, and moves the numbers to the device:
+with the same numpy state both implementations see the same noise, so their
+outputs can be compared pixel by pixel.
+"""
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+DRAW_MODES = ('torch', 'numpy')
+
+
+class Draws:
+    """Source of the random numbers of one corruption call.
+
+    Args:
+        mode (str): ``'torch'`` or ``'numpy'``. Defaults to ``'torch'``.
+        generator (torch.Generator, optional): Generator of the torch mode;
+            None uses torch's default generator of ``device``.
+        device (torch.device | str): Device of the returned tensors.
+            Defaults to ``'cpu'``.
+        dtype (torch.dtype): Floating dtype of the returned tensors.
+            Defaults to ``torch.float32``.
+    """
+
+    def __init__(self,
+                 mode: str = 'torch',
+                 generator: Optional[torch.Generator] = None,
+                 device='cpu',
+                 dtype: torch.dtype = torch.float32) -> None:
+        if mode not in DRAW_MODES:
+            raise ValueError(f'draws must be one of {DRAW_MODES}, got '
+                             f'{mode!r}')
+        self.mode = mode
+        self.generator = generator
+        self.device = torch.device(device)
+        self.dtype = dtype
+        # torch draws happen on the generator's device
+        self._draw_device = generator.device if generator is not None \
+            else self.device
+
+    def _to(self, array: np.ndarray, dtype=None) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array)).to(
+            self.device, dtype or self.dtype)
+
+    def normal(self, shape: Tuple[int, ...], loc: float,
+               scale: float) -> torch.Tensor:
+        """``shape`` normal numbers (``np.random.normal(loc, scale)``)."""
+        if self.mode == 'numpy':
+            return self._to(np.random.normal(size=shape, loc=loc,
+                                             scale=scale))
+        out = torch.randn(shape, generator=self.generator,
+                          device=self._draw_device, dtype=self.dtype)
+        return (out * scale + loc).to(self.device)
+
+    def uniform(self, low: float, high: float,
+                shape: Optional[Tuple[int, ...]] = None,
+                dtype: Optional[torch.dtype] = None):
+        """One float (``shape`` None) or a ``shape`` tensor in [low, high)."""
+        if self.mode == 'numpy':
+            if shape is None:
+                return float(np.random.uniform(low, high))
+            return self._to(np.random.uniform(low, high, shape), dtype)
+        if shape is None:
+            u = torch.rand((), generator=self.generator,
+                           device=self._draw_device, dtype=torch.float64)
+            return low + float(u) * (high - low)
+        u = torch.rand(shape, generator=self.generator,
+                       device=self._draw_device, dtype=dtype or self.dtype)
+        return (low + u * (high - low)).to(self.device)
+
+    def randint(self, low: int, high: int) -> int:
+        """One integer in [low, high) (``np.random.randint(low, high)``)."""
+        if self.mode == 'numpy':
+            return int(np.random.randint(low, high))
+        return int(torch.randint(low, high, (), generator=self.generator,
+                                 device=self._draw_device))
+
+    def poisson(self, rate: torch.Tensor) -> torch.Tensor:
+        """Poisson counts of ``rate`` (``np.random.poisson(rate)``)."""
+        if self.mode == 'numpy':
+            return self._to(np.random.poisson(
+                rate.detach().cpu().numpy().astype(np.float64)))
+        return torch.poisson(rate.to(self._draw_device),
+                             generator=self.generator).to(self.device)
+
+    def impulse_masks(self, shape: Tuple[int, ...], amount: float,
+                      seeds: Optional[Sequence[Optional[int]]]
+                      ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(flipped, salted)`` boolean masks of scikit-image's s&p noise.
+
+        ``shape`` is ``(N, H, W, 3)``; in the numpy mode image ``i`` draws
+        from ``numpy.random.default_rng(seeds[i])``, as
+        ``skimage.util.random_noise(..., 's&p', seed)`` does.
+        """
+        if self.mode == 'numpy':
+            flipped, salted = [], []
+            for i in range(shape[0]):
+                rng = np.random.default_rng(None if seeds is None else
+                                            seeds[i])
+                flipped.append(rng.random(shape[1:]) <= amount)
+                salted.append(rng.random(shape[1:]) <= 0.5)
+            return (self._to(np.stack(flipped), torch.bool),
+                    self._to(np.stack(salted), torch.bool))
+        flipped = torch.rand(shape, generator=self.generator,
+                             device=self._draw_device,
+                             dtype=torch.float64) <= amount
+        salted = torch.rand(shape, generator=self.generator,
+                            device=self._draw_device,
+                            dtype=torch.float64) <= 0.5
+        return flipped.to(self.device), salted.to(self.device)
+
+    def glass_seed(self, seed: Optional[int]) -> int:
+        """Seed of glass blur's numba pixel shuffle for one image."""
+        if self.mode == 'numpy':
+            if seed is None:  # what imagecorruptions does without a seed
+                seed = np.random.default_rng().integers(np.iinfo(int).max)
+            return int(seed)
+        return int(torch.randint(0, 2**62, (), generator=self.generator,
+                                 device=self._draw_device))
