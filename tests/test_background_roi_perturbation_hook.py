@@ -408,26 +408,16 @@ def test_hooked_step_peak_memory_stays_within_5_percent_of_plain():
     stem and stage 1 that training does not differentiate), one image at a
     time stays within 5 %."""
     from conftest import load_tool
-    from mmgfn.engine.hooks import background_roi_perturbation_hook as mod
     tool = load_tool('tools/analysis_tools/benchmark_gfn_step.py',
                      'benchmark_gfn_step')
     tool.MODELS['faster-rcnn-r50-narrow'] = dict(
         tool.MODELS['faster-rcnn-r50'], base_channels=16, neck_channels=32)
     data = tool.batch('faster-rcnn-r50-narrow', 2, (320, 320))
     peaks = {}
-    original = mod.BackgroundRoIPerturbationHook.__init__
     for name, chunk in (('plain', None), ('whole', 0), ('chunked', 1)):
-
-        def init(self, *args, _chunk=chunk, **kwargs):
-            original(self, *args, **dict(kwargs, attack_chunk=_chunk))
-
-        mod.BackgroundRoIPerturbationHook.__init__ = init
-        try:
-            model, wrapper = tool.build('faster-rcnn-r50-narrow',
-                                        'plain' if chunk is None else 'gfn',
-                                        'cpu')
-        finally:
-            mod.BackgroundRoIPerturbationHook.__init__ = original
+        model, wrapper = tool.build('faster-rcnn-r50-narrow',
+                                    'plain' if chunk is None else 'gfn',
+                                    'cpu', attack_chunk=chunk)
         model.train_step(data, wrapper)  # gradients and momenta exist
         peaks[name] = tool.step_peak_bytes(model, wrapper, data)
     assert peaks['whole'] / peaks['plain'] > 1.15, peaks

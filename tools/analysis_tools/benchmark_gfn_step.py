@@ -108,6 +108,10 @@ def parse_args() -> argparse.Namespace:
                         help='autocast dtype; implies --amp (default '
                         'bfloat16; float16 uses dynamic loss scaling on '
                         'CUDA)')
+    parser.add_argument('--attack-chunk', type=int, default=1,
+                        help='detectors: images per attack forward of '
+                        'BackgroundRoIPerturbationHook (0: the whole batch '
+                        'at once). Defaults to 1, the hook\'s default')
     parser.add_argument('--json', help='also write the results here')
     args = parser.parse_args()
     if args.amp_dtype:
@@ -169,14 +173,15 @@ def detector_cfg(spec: dict):
     return model_cfg
 
 
-def attach_roi_perturbation(model) -> None:
+def attach_roi_perturbation(model, attack_chunk: int = 1) -> None:
     """Attach BackgroundRoIPerturbationHook the way the Runner does: its
     ``before_train`` with an object holding what it reads of the Runner."""
     from mmdet.datasets import CocoDataset
 
     from mmgfn.registry import HOOKS
     hook = HOOKS.build(
-        dict(type='mmgfn.BackgroundRoIPerturbationHook', eta=0.01, seed=0))
+        dict(type='mmgfn.BackgroundRoIPerturbationHook', eta=0.01, seed=0,
+             attack_chunk=attack_chunk))
     classes = CocoDataset.METAINFO['classes']  # checked against the head
     hook.before_train(SimpleNamespace(
         model=model,
@@ -184,9 +189,10 @@ def attach_roi_perturbation(model) -> None:
             dataset=SimpleNamespace(metainfo=dict(classes=classes)))))
 
 
-def build(name: str, variant: str, device: str, amp_dtype=None):
+def build(name: str, variant: str, device: str, amp_dtype=None,
+          attack_chunk: int = 1):
     """The model and its optimizer wrapper for one variant (``amp_dtype``
-    None: float32)."""
+    None: float32; ``attack_chunk`` of the detection hook)."""
     from mmengine.registry import DefaultScope
 
     from mmgfn.registry import MODELS as GFN_MODELS
@@ -206,7 +212,7 @@ def build(name: str, variant: str, device: str, amp_dtype=None):
     model = model.to(device)
     model.train()
     if detector and variant == 'gfn':
-        attach_roi_perturbation(model)
+        attach_roi_perturbation(model, attack_chunk)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     wrapper = dict(type='mmgfn.DeviceAmpOptimWrapper',
                    dtype=amp_dtype) if amp_dtype else dict(type='OptimWrapper')
@@ -315,7 +321,7 @@ def measure(args, name: str) -> dict:
     device = args.device
     batch_size = args.batch_size or MODELS[name]['batch_size']
     data = batch(name, batch_size, det_size(name, args))
-    runs = {v: build(name, v, device, args.amp_dtype)
+    runs = {v: build(name, v, device, args.amp_dtype, args.attack_chunk)
             for v in ('plain', 'gfn')}
     times = {'plain': [], 'gfn': []}
     peaks = {}
