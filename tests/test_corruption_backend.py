@@ -16,6 +16,9 @@ from mmcv.transforms import LoadImageFromFile
 from mmgfn.datasets.corruptions import (CORRUPTION_FUNCTIONS,
                                         SEEDED_CORRUPTIONS, corrupt,
                                         to_uint8)
+from mmgfn.datasets.corruptions.digital import pixelate_torch
+from mmgfn.datasets.corruptions.glass_shuffle import shuffle_pixels
+from mmgfn.datasets.corruptions.ops import gaussian_filter, host_map
 from mmgfn.datasets.transforms import ImageCorruption
 from mmgfn.datasets.transforms.corruption import ALL_CORRUPTIONS
 
@@ -99,6 +102,107 @@ def test_batches_draw_image_after_image(image_files):
         assert np.abs(out[i].astype(int) - refs[i]).max() <= 1
 
 
+def test_pixelate_and_jpeg_are_exact(image_files):
+    """Pixelate (Pillow on the CPU) and JPEG (Pillow encode, OpenCV decode)
+    equal imagecorruptions bit for bit, from uint8 and from float input,
+    and pixelate's torch twin (what runs off the CPU) does too, on the
+    files and on an odd-sized crop of the photo."""
+    photo = read_rgb(image_files[1])
+    for rgb in (read_rgb(image_files[0]), photo,
+                np.ascontiguousarray(photo[3:56, 5:80])):
+        images = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+        for severity in (1, 2, 3, 4, 5):
+            for name in ('pixelate', 'jpeg_compression'):
+                ref = torch.from_numpy(np.array(reference_corrupt(
+                    rgb, corruption_name=name, severity=severity))).permute(
+                        2, 0, 1)[None].float()
+                where = f'{name} severity {severity} on {rgb.shape}'
+                for x in (images, images.float()):
+                    out = corrupt(x, name, severity)
+                    assert out.dtype == torch.float32
+                    assert torch.equal(out, ref), where
+                    if name == 'pixelate':
+                        assert torch.equal(pixelate_torch(x, severity),
+                                           ref), where
+
+
+@pytest.mark.parametrize('mode', ('nearest', 'symmetric'))
+def test_gaussian_filter_is_scipy_bit_for_bit(mode):
+    """In float64 the separable filter sums its taps in scipy's order
+    (centre, then symmetric pairs from the outside in): bit-identical to
+    scipy.ndimage.gaussian_filter, across CPU chunks (three 600 x 620
+    float64 planes of 2.9 MB: one plane per chunk)."""
+    from scipy import ndimage
+    x = np.random.default_rng(0).random((3, 600, 620))
+    scipy_mode = dict(nearest='nearest', symmetric='reflect')[mode]
+    for sigma in (0.7, 3.0, (1.5, 2.5)):
+        ref = np.stack([
+            ndimage.gaussian_filter(p, sigma, mode=scipy_mode, truncate=4.0)
+            for p in x
+        ])
+        out = gaussian_filter(torch.from_numpy(x), sigma, mode=mode)
+        assert out.is_contiguous()
+        assert np.array_equal(out.numpy(), ref), sigma
+
+
+def test_glass_shuffle_is_the_forks_kernel_in_threads(image_files):
+    """mmgfn's nogil version of the fork's numba loop (on C x H x W
+    planes), run on a batch in threads, shuffles every image exactly as the
+    fork's kernel does with the same seed; a batch through glass blur equals the reference image
+    by image with its own seed."""
+    from imagecorruptions.corruptions import \
+        _shuffle_pixels_njit_glass_blur as fork_kernel
+    rgb = read_rgb(image_files[1])
+    host = np.stack([rgb, rgb[::-1], rgb[:, ::-1], rgb]).copy()
+    seeds = [1, 2**62 + 5, 7, 8]
+    for c in ((0.7, 1, 2), (1, 2, 3), (1.5, 4, 2)):
+        refs = [fork_kernel(64, 96, img.copy(), c, s)
+                for img, s in zip(host, seeds)]
+        mine = np.ascontiguousarray(host.transpose(0, 3, 1, 2))
+        host_map(lambda i: shuffle_pixels(mine[i], c[1], c[2], seeds[i]),
+                 range(4))
+        mine = mine.transpose(0, 2, 3, 1)
+        for i in range(4):
+            assert np.array_equal(mine[i], refs[i]), (c, i)
+        assert not np.array_equal(mine[0], mine[3])  # seeds 1 and 8
+    batch = torch.from_numpy(host[:2]).permute(0, 3, 1, 2)
+    out = to_uint8(corrupt(batch, 'glass_blur', 3, draws='numpy',
+                           seed=[5, 6], dtype=torch.float64))
+    for i, s in enumerate((5, 6)):
+        ref = reference_corrupt(host[i], corruption_name='glass_blur',
+                                severity=3, seed=s)
+        diff = np.abs(out[i].permute(1, 2, 0).numpy().astype(int) - ref)
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01, i
+    # torch draws: one seed per image of the batch
+    twins = torch.from_numpy(np.stack([rgb, rgb])).permute(0, 3, 1, 2)
+    out = corrupt(twins, 'glass_blur', 3, torch.Generator().manual_seed(0))
+    assert not torch.equal(out[0], out[1])
+
+
+def _host_map_in_child(queue):
+    queue.put(host_map(lambda i: i * i, range(6)))
+
+
+def test_host_map_works_in_a_forked_child():
+    """The host threads' pool is made anew in a forked child (the
+    generator's workers): a pool inherited from the parent has no threads
+    and would wait forever."""
+    import multiprocessing as mp
+    if torch.get_num_threads() < 2:
+        pytest.skip('host_map runs inline with one torch thread')
+    assert host_map(lambda i: i + 1, range(4)) == [1, 2, 3, 4]  # the pool
+    ctx = mp.get_context('fork')
+    queue = ctx.Queue()
+    child = ctx.Process(target=_host_map_in_child, args=(queue, ))
+    child.start()
+    child.join(20)
+    if child.is_alive():
+        child.kill()
+        pytest.fail('host_map hung in a forked child')
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == [0, 1, 4, 9, 16, 25]
+
+
 def test_torch_draws_are_reproducible_from_the_generator(image_files):
     images = torch.from_numpy(read_rgb(image_files[1])).permute(2, 0,
                                                                 1)[None]
@@ -113,6 +217,30 @@ def test_torch_draws_are_reproducible_from_the_generator(image_files):
         assert (not torch.equal(outs[0], outs[2])) == random, name
         if name == 'gaussian_noise':  # two images, two different draws
             assert not torch.equal(outs[0][0], outs[0][1])
+
+
+def test_torch_draws_do_not_depend_on_the_thread_count(image_files):
+    """The host threads (glass blur's swaps, the CPU Poisson blocks) do not
+    change what a seeded generator gives; the Poisson blocks draw from
+    generators of their own (a grey 3 x 512 x 512 image is three blocks)."""
+    photo = torch.from_numpy(read_rgb(image_files[1])).permute(2, 0, 1)
+    grey = torch.full((1, 3, 512, 512), 128, dtype=torch.uint8)
+    cases = (('shot_noise', grey), ('glass_blur', photo[None].repeat(
+        3, 1, 1, 1)), ('fog', photo[None].repeat(3, 1, 1, 1)))
+    before = torch.get_num_threads()
+    outs = {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for name, images in cases:
+                outs[name, threads] = corrupt(
+                    images, name, 2, torch.Generator().manual_seed(7))
+    finally:
+        torch.set_num_threads(before)
+    for name, _ in cases:
+        assert torch.equal(outs[name, 1], outs[name, 2]), name
+    blocks = outs['shot_noise', 1].reshape(3, -1)
+    assert not torch.equal(blocks[0], blocks[1])
 
 
 def test_torch_draws_have_the_noise_statistics():

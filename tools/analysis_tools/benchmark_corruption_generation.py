@@ -30,7 +30,8 @@ typical 640 x 480) are made from scikit-image's bundled sample photos
 ``--compare-backends`` measures instead, per corruption, images/s of
 imagecorruptions (one image after the other, as the reference runs) and of
 the torch backend (:func:`mmgfn.datasets.corruptions.corrupt` on the whole
-batch, torch draws) on the CPU, and on CUDA when a GPU is present (after a
+batch, laid out as the transform and the generator pass it: ``H x W x 3``
+images viewed as ``N x 3 x H x W``; torch draws) on the CPU, and on CUDA when a GPU is present (after a
 warm-up call, synchronised), and prints them side by side with their
 ratios::
 
@@ -121,7 +122,9 @@ def compare_backends(src: str, rels: list, corruptions: list,
     if len({r.shape for r in rgbs}) != 1:
         raise ValueError('--compare-backends needs images of one size '
                          '(they are corrupted as one batch)')
-    batch = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).contiguous()
+    # N x 3 x H x W over H x W x 3 images, as the transform and the
+    # generator pass them (no copy)
+    batch = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2)
     devices = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
     n = len(rgbs) * len(severities)
     head = f'{"corruption":18s} {"imagecorruptions":>17s} {"torch cpu":>10s}'

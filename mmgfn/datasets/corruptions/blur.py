@@ -3,9 +3,10 @@ the constants of imagecorruptions.
 
 ``x``: ``N x 3 x H x W`` RGB, float, values in [0, 255]; each function
 returns the same shape, float, in [0, 255] (before the uint8 cast).
-Glass blur's sequential pixel swaps cannot be parallelised without changing
-the result, so that one step runs on the host through imagecorruptions' own
-numba kernel (the blurs around it run on the device).
+Glass blur's sequential pixel swaps cannot be parallelised within an image
+without changing the result, so that one step runs on the host, as
+imagecorruptions' numba loop compiled without the GIL (the images of a
+batch in parallel threads; the blurs around it run on the device).
 """
 import functools
 from typing import Optional, Sequence
@@ -15,8 +16,9 @@ import numpy as np
 import torch
 
 from .draws import Draws
+from .glass_shuffle import shuffle_pixels
 from .ops import (clipped_zoom, filter2d_reflect101, gaussian_filter,
-                  motion_blur_)
+                  host_map, motion_blur_)
 
 #: (disk radius, alias blur sigma) per severity
 DEFOCUS_BLUR = ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5))
@@ -56,30 +58,29 @@ def gaussian_blur(x: torch.Tensor, severity: int, draws: Draws,
     """``skimage.filters.gaussian`` per channel (border ``nearest``)."""
     c = GAUSSIAN_BLUR[severity - 1]
     x = _per_channel(x / 255., lambda t: gaussian_filter(t, c))
-    return torch.clamp(x, 0, 1) * 255
+    return x.clamp_(0, 1).mul_(255)  # in place: a fresh tensor
 
 
 def glass_blur(x: torch.Tensor, severity: int, draws: Draws,
                seed: Optional[Sequence[Optional[int]]] = None,
                **kwargs) -> torch.Tensor:
-    """Blur, local pixel swaps (host, numba), blur again."""
-    from imagecorruptions.corruptions import _shuffle_pixels_njit_glass_blur
+    """Blur, local pixel swaps (host, numba, one thread per image), blur
+    again."""
     c = GLASS_BLUR[severity - 1]
     # float64 whatever the dtype: the truncation below turns a float32
     # rounding error into a whole grey level that the swaps then move
     blurred = _per_channel(
         x.to(torch.float64) / 255., lambda t: gaussian_filter(t, c[0]))
-    # np.uint8(float * 255) truncates
-    quantised = torch.trunc(blurred * 255).clamp(0, 255).to(torch.uint8)
-    host = quantised.permute(0, 2, 3, 1).cpu().numpy().copy()
-    for i in range(host.shape[0]):
-        s = draws.glass_seed(None if seed is None else seed[i])
-        host[i] = _shuffle_pixels_njit_glass_blur(
-            host.shape[1], host.shape[2], host[i], c, s)
-    shuffled = torch.from_numpy(host).to(x.device).permute(0, 3, 1, 2)
+    # np.uint8(float * 255) truncates (the values are in [0, 255])
+    host = blurred.mul_(255).clamp_(0, 255).to(torch.uint8).cpu().numpy()
+    seeds = [draws.glass_seed(None if seed is None else seed[i])
+             for i in range(host.shape[0])]
+    host_map(lambda i: shuffle_pixels(host[i], c[1], c[2], seeds[i]),
+             range(host.shape[0]))
+    shuffled = torch.from_numpy(host).to(x.device)
     out = _per_channel(shuffled.to(x.dtype) / 255.,
                        lambda t: gaussian_filter(t, c[0]))
-    return torch.clamp(out, 0, 1) * 255
+    return out.clamp_(0, 1).mul_(255)
 
 
 def defocus_blur(x: torch.Tensor, severity: int, draws: Draws,
@@ -88,7 +89,7 @@ def defocus_blur(x: torch.Tensor, severity: int, draws: Draws,
     c = DEFOCUS_BLUR[severity - 1]
     kernel = disk_kernel(*c)
     x = _per_channel(x / 255., lambda t: filter2d_reflect101(t, kernel))
-    return torch.clamp(x, 0, 1) * 255
+    return x.clamp_(0, 1).mul_(255)
 
 
 def motion_blur(x: torch.Tensor, severity: int, draws: Draws,

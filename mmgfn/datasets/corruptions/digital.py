@@ -1,21 +1,23 @@
 """Digital corruptions: contrast, elastic transform, pixelate, JPEG and
 (held out) saturate, with the constants of imagecorruptions.
 
-``x``: ``N x 3 x H x W`` RGB, float, values in [0, 255]; each function
-returns the same shape, float, in [0, 255] (before the uint8 cast).
-Pixelate reproduces Pillow's fixed-point ``BOX`` resize and its
-``NEAREST`` index map. JPEG compression encodes and decodes with Pillow on
-the host (bit-exactness needs the same libjpeg); only the transfer is
-batched.
+``x``: ``N x 3 x H x W`` RGB, float, values in [0, 255] (pixelate and
+JPEG also take uint8: they work on 8-bit values); each function returns the
+same shape, float, in [0, 255] (before the uint8 cast). Pixelate runs
+Pillow on the CPU and, on other devices, reproduces Pillow's fixed-point
+``BOX`` resize and its ``NEAREST`` index map. JPEG compression encodes with
+Pillow and decodes with OpenCV on the host (bit-exactness needs the same
+libjpeg).
 """
 from io import BytesIO
 
+import cv2
 import numpy as np
 import torch
 
 from .draws import Draws
-from .ops import (gaussian_filter, hsv_to_rgb, pil_box_resize_axis,
-                  pil_nearest_index, rgb_to_hsv)
+from .ops import (gaussian_filter, host_map, hsv_to_rgb,
+                  pil_box_resize_axis, pil_nearest_index, rgb_to_hsv)
 
 #: contrast factor per severity
 CONTRAST = (0.4, .3, .2, .1, .05)
@@ -95,33 +97,81 @@ def elastic_transform(x: torch.Tensor, severity: int, draws: Draws,
     return torch.clamp(torch.stack(outs), 0, 1) * 255
 
 
+def host_per_image(x: torch.Tensor, fn) -> torch.Tensor:
+    """Apply a host function ``H x W x 3 uint8 -> H x W x 3 uint8`` to every
+    image of ``N x 3 x H x W`` ``x`` (uint8, or float rounded to 8 bits) in
+    :func:`host_map` threads; returns float32 ``N x 3 x H x W`` on ``x``'s
+    device, channels-last in memory. Reading ``x`` costs no copy when it is
+    uint8 on the CPU in the layout of ``torch.from_numpy(hwc).permute(2, 0,
+    1)``, as the transform and the generator pass it."""
+    if x.dtype != torch.uint8:
+        x = torch.clamp(torch.round(x), 0, 255).to(torch.uint8)
+    images = x.permute(0, 2, 3, 1).cpu().numpy()
+    n, _, h, w = x.shape
+    out = torch.empty((n, h, w, 3), dtype=torch.float32)
+    host = out.numpy()
+
+    def one(i: int) -> None:
+        host[i] = fn(np.ascontiguousarray(images[i]))
+
+    host_map(one, range(n))
+    return out.to(x.device).permute(0, 3, 1, 2)
+
+
 def pixelate(x: torch.Tensor, severity: int, draws: Draws,
              **kwargs) -> torch.Tensor:
-    """Pillow ``BOX`` downscale by ``c`` then ``NEAREST`` upscale."""
+    """Pillow ``BOX`` downscale by ``c`` then ``NEAREST`` upscale.
+
+    ``x`` may be uint8 (values are rounded otherwise). On the CPU this calls
+    Pillow's resize itself, image after image (its C loops are faster than
+    any torch op here, and its result is the definition); on any other
+    device :func:`pixelate_torch`, which reproduces it exactly.
+    """
+    if x.device.type != 'cpu':
+        return pixelate_torch(x, severity)
+    from PIL import Image
+    c = PIXELATE[severity - 1]
+    h, w = x.shape[-2:]
+    small = (int(w * c), int(h * c))
+    return host_per_image(
+        x, lambda rgb: np.asarray(
+            Image.fromarray(rgb).resize(small, Image.BOX).resize(
+                (w, h), Image.NEAREST)))
+
+
+def pixelate_torch(x: torch.Tensor, severity: int) -> torch.Tensor:
+    """:func:`pixelate` in torch ops on ``x``'s device: Pillow's fixed-point
+    ``BOX`` resize and its ``NEAREST`` index map, bit-identical; float32
+    output."""
     c = PIXELATE[severity - 1]
     h, w = x.shape[-2:]
     small_w, small_h = int(w * c), int(h * c)
-    values = torch.clamp(torch.round(x), 0, 255).to(torch.int64)
+    values = x if x.dtype == torch.uint8 else torch.clamp(
+        torch.round(x), 0, 255)
     small = pil_box_resize_axis(values, small_w, -1)
-    small = pil_box_resize_axis(small, small_h, -2)
+    small = pil_box_resize_axis(small, small_h, -2).to(torch.float32)
     iy = torch.as_tensor(pil_nearest_index(small_h, h), device=x.device)
     ix = torch.as_tensor(pil_nearest_index(small_w, w), device=x.device)
-    return small.index_select(-2, iy).index_select(-1, ix).to(x.dtype)
+    return small.index_select(-1, ix).index_select(-2, iy)
 
 
 def jpeg_compression(x: torch.Tensor, severity: int, draws: Draws,
                      **kwargs) -> torch.Tensor:
-    """Pillow JPEG encode at quality ``c`` and decode (host)."""
+    """Pillow JPEG encode at quality ``c``, decode (host, ``x`` may be
+    uint8; values are rounded otherwise).
+
+    The decode is OpenCV's: the same libjpeg-turbo integer IDCT, fancy
+    upsampling and colour conversion as Pillow's decoder (bit-identical,
+    which the tests check against imagecorruptions), without Pillow's
+    Python-side copies, so that the images of a batch decode in parallel.
+    """
     from PIL import Image
     c = JPEG_COMPRESSION[severity - 1]
-    host = torch.clamp(torch.round(x), 0, 255).to(torch.uint8).permute(
-        0, 2, 3, 1).cpu().numpy()
-    outs = []
-    for rgb in host:
-        buf = BytesIO()
-        Image.fromarray(np.ascontiguousarray(rgb)).save(buf, 'JPEG',
-                                                       quality=c)
-        outs.append(np.asarray(Image.open(buf).convert('RGB')))
-    out = torch.from_numpy(np.stack(outs)).permute(0, 3, 1, 2)
-    return out.to(x.device, x.dtype)
+    flags = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
 
+    def roundtrip(rgb: np.ndarray) -> np.ndarray:
+        buf = BytesIO()
+        Image.fromarray(rgb).save(buf, 'JPEG', quality=c)
+        return cv2.imdecode(np.frombuffer(buf.getbuffer(), np.uint8), flags)
+
+    return host_per_image(x, roundtrip)

@@ -14,7 +14,11 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .ops import host_map
+
 DRAW_MODES = ('torch', 'numpy')
+#: values per generator of the torch-mode Poisson draws on the CPU
+POISSON_BLOCK = 1 << 18
 
 
 class Draws:
@@ -72,9 +76,10 @@ class Draws:
             u = torch.rand((), generator=self.generator,
                            device=self._draw_device, dtype=torch.float64)
             return low + float(u) * (high - low)
-        u = torch.rand(shape, generator=self.generator,
-                       device=self._draw_device, dtype=dtype or self.dtype)
-        return (low + u * (high - low)).to(self.device)
+        u = torch.empty(shape, device=self._draw_device,
+                        dtype=dtype or self.dtype)
+        return u.uniform_(low, high, generator=self.generator).to(
+            self.device)
 
     def randint(self, low: int, high: int) -> int:
         """One integer in [low, high) (``np.random.randint(low, high)``)."""
@@ -88,34 +93,56 @@ class Draws:
         if self.mode == 'numpy':
             return self._to(np.random.poisson(
                 rate.detach().cpu().numpy().astype(np.float64)))
-        return torch.poisson(rate.to(self._draw_device),
-                             generator=self.generator).to(self.device)
+        if self._draw_device.type != 'cpu':
+            return torch.poisson(rate.to(self._draw_device),
+                                 generator=self.generator).to(self.device)
+        # torch's CPU Poisson sampler is serial: blocks of POISSON_BLOCK
+        # values, each from its own generator seeded from this one, in host
+        # threads (the same numbers whatever the thread count)
+        flat = rate.reshape(-1)
+        blocks = flat.split(POISSON_BLOCK)
+        seeds = torch.randint(0, 2**62, (len(blocks), ),
+                              generator=self.generator).tolist()
+        out = torch.empty_like(flat)
+        parts = out.split(POISSON_BLOCK)
+
+        def one(i: int) -> None:
+            gen = torch.Generator().manual_seed(seeds[i])
+            parts[i].copy_(torch.poisson(blocks[i], generator=gen))
+
+        host_map(one, range(len(blocks)))
+        return out.view(rate.shape).to(self.device)
 
     def impulse_masks(self, shape: Tuple[int, ...], amount: float,
                       seeds: Optional[Sequence[Optional[int]]]
                       ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(flipped, salted)`` boolean masks of scikit-image's s&p noise.
+        """``(salt, pepper)`` boolean masks of scikit-image's s&p noise, each
+        ``shape`` = ``(N, 3, H, W)``: a value is flipped with probability
+        ``amount``, to salt or pepper with probability 1/2 each.
 
-        ``shape`` is ``(N, H, W, 3)``; in the numpy mode image ``i`` draws
-        from ``numpy.random.default_rng(seeds[i])``, as
-        ``skimage.util.random_noise(..., 's&p', seed)`` does.
+        In the numpy mode image ``i`` draws its ``H x W x 3`` masks from
+        ``numpy.random.default_rng(seeds[i])``, as
+        ``skimage.util.random_noise(..., 's&p', seed)`` does; in the torch
+        mode one uniform number per value decides both (``u < amount / 2``
+        salt, ``amount / 2 <= u < amount`` pepper).
         """
         if self.mode == 'numpy':
+            n, _, h, w = shape
             flipped, salted = [], []
-            for i in range(shape[0]):
+            for i in range(n):
                 rng = np.random.default_rng(None if seeds is None else
                                             seeds[i])
-                flipped.append(rng.random(shape[1:]) <= amount)
-                salted.append(rng.random(shape[1:]) <= 0.5)
-            return (self._to(np.stack(flipped), torch.bool),
-                    self._to(np.stack(salted), torch.bool))
-        flipped = torch.rand(shape, generator=self.generator,
-                             device=self._draw_device,
-                             dtype=torch.float64) <= amount
-        salted = torch.rand(shape, generator=self.generator,
-                            device=self._draw_device,
-                            dtype=torch.float64) <= 0.5
-        return flipped.to(self.device), salted.to(self.device)
+                flipped.append(rng.random((h, w, 3)) <= amount)
+                salted.append(rng.random((h, w, 3)) <= 0.5)
+            flipped = self._to(np.stack(flipped), torch.bool).permute(
+                0, 3, 1, 2)
+            salted = self._to(np.stack(salted), torch.bool).permute(
+                0, 3, 1, 2)
+            return flipped & salted, flipped & ~salted
+        u = torch.rand(shape, generator=self.generator,
+                       device=self._draw_device).to(self.device)
+        salt = u < amount / 2
+        return salt, (u < amount) & ~salt
 
     def glass_seed(self, seed: Optional[int]) -> int:
         """Seed of glass blur's numba pixel shuffle for one image."""

@@ -40,6 +40,9 @@ CORRUPTION_FUNCTIONS: Dict[str, Callable] = {
 }
 #: corruptions whose imagecorruptions function takes a ``seed`` argument
 SEEDED_CORRUPTIONS = ('impulse_noise', 'glass_blur')
+#: corruptions of 8-bit values: they take uint8 images as they are (a
+#: float copy would only be rounded back)
+UINT8_CORRUPTIONS = ('pixelate', 'jpeg_compression')
 MIN_SIDE = 32
 
 
@@ -102,14 +105,17 @@ def corrupt(images: torch.Tensor,
         if len(seeds) != n:
             raise ValueError(f'{len(seeds)} seeds for {n} images')
     fn = CORRUPTION_FUNCTIONS[corruption]
-    x = images.to(dtype)
+    if corruption in UINT8_CORRUPTIONS and images.dtype == torch.uint8:
+        x = images
+    else:  # one pass, into the layout the torch ops run fastest on
+        x = images.to(dtype, memory_format=torch.contiguous_format)
     source = Draws(draws, generator, images.device, dtype)
     if draws == 'numpy':  # image after image, as imagecorruptions draws
         return torch.cat([
             fn(x[i:i + 1], severity, source, seed=seeds[i:i + 1])
             for i in range(n)
-        ])
-    return fn(x, severity, source, seed=seeds)
+        ]).to(dtype)
+    return fn(x, severity, source, seed=seeds).to(dtype)
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:

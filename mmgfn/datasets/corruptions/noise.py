@@ -53,13 +53,8 @@ def impulse_noise(x: torch.Tensor, severity: int, draws: Draws,
     """Salt-and-pepper noise (``skimage.util.random_noise(..., 's&p')``):
     a fraction ``c`` of the values set to 0 or 1, half each on average."""
     c = IMPULSE_NOISE[severity - 1]
-    n, _, h, w = x.shape
-    flipped, salted = draws.impulse_masks((n, h, w, 3), c, seed)
-    flipped = flipped.permute(0, 3, 1, 2)
-    salted = salted.permute(0, 3, 1, 2)
-    x = x / 255.
-    x = torch.where(flipped & salted, torch.ones_like(x), x)
-    x = torch.where(flipped & ~salted, torch.zeros_like(x), x)
+    salt, pepper = draws.impulse_masks(tuple(x.shape), c, seed)
+    x = (x / 255.).masked_fill_(salt, 1.).masked_fill_(pepper, 0.)
     return torch.clamp(x, 0, 1) * 255
 
 

@@ -8,7 +8,9 @@ rule, same rounding), which is what makes the torch corruptions agree with
 """
 import functools
 import math
-from typing import Sequence, Tuple
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -38,6 +40,27 @@ def fold_index(idx: np.ndarray, n: int, mode: str) -> np.ndarray:
     raise ValueError(f'unknown border mode {mode!r}')
 
 
+@functools.lru_cache(maxsize=4)
+def _host_pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(workers, thread_name_prefix='mmgfn-corrupt')
+
+
+# a forked child (the generator's workers) has no threads: a fresh pool
+os.register_at_fork(after_in_child=_host_pool.cache_clear)
+
+
+def host_map(fn: Callable, items: Sequence) -> list:
+    """``[fn(item) for item in items]`` in ``torch.get_num_threads()``
+    threads: the batch-level parallelism of the host kernels (Pillow's
+    resize and JPEG codec, numba ``nogil`` loops), which release the GIL
+    as the torch ops use the same cores through their own threads. Results
+    in order; the first exception is raised."""
+    workers = min(len(items), torch.get_num_threads())
+    if workers <= 1:
+        return [fn(item) for item in items]
+    return list(_host_pool(torch.get_num_threads()).map(fn, items))
+
+
 @functools.lru_cache(maxsize=64)
 def gaussian_kernel1d(sigma: float, truncate: float) -> np.ndarray:
     """scipy.ndimage's 1-D Gaussian weights: radius ``int(truncate*sigma +
@@ -48,45 +71,107 @@ def gaussian_kernel1d(sigma: float, truncate: float) -> np.ndarray:
     return phi / phi.sum()
 
 
+#: bytes of one CPU chunk of image planes: the separable filters make a
+#: dozen passes over their input, which stay in cache at this size (on the
+#: CPU; other devices take the whole batch at once)
+CPU_CHUNK_BYTES = 4 << 20
+
+
+def plane_chunks(x: torch.Tensor, budget: int = CPU_CHUNK_BYTES) -> list:
+    """Split ``B x H x W`` ``x`` along ``B`` into cache-sized chunks on the
+    CPU (at least one plane each); one chunk on any other device."""
+    if x.device.type != 'cpu':
+        return [x]
+    plane = x[0].numel() * x.element_size()
+    return list(x.split(max(1, budget // max(plane, 1))))
+
+
+def _correlate_rows(x: torch.Tensor, weights: np.ndarray,
+                    mode: str) -> torch.Tensor:
+    """Correlate ``... x H x W`` ``x`` along ``H`` (shifted views of one
+    padded copy are then contiguous slabs). A symmetric kernel sums its
+    taps in scipy's order (centre, then pairs from the outside in,
+    ``(x[-j] + x[j]) * w[j]``), which makes float64 results bit-identical
+    to ``scipy.ndimage.correlate1d``."""
+    radius = len(weights) // 2
+    n = x.shape[-2]
+    idx = fold_index(np.arange(-radius, n + radius), n, mode)
+    padded = x.index_select(-2, torch.as_tensor(idx, device=x.device))
+    if np.array_equal(weights, weights[::-1]):
+        out = padded.narrow(-2, radius, n) * float(weights[radius])
+        pair = torch.empty_like(out)
+        for k in range(radius):
+            torch.add(padded.narrow(-2, k, n),
+                      padded.narrow(-2, 2 * radius - k, n),
+                      out=pair)
+            out.add_(pair.mul_(float(weights[k])))
+        return out
+    out = padded.narrow(-2, 0, n) * float(weights[0])
+    for k in range(1, len(weights)):
+        out.add_(padded.narrow(-2, k, n) * float(weights[k]))
+    return out
+
+
 def correlate1d(x: torch.Tensor, weights: np.ndarray, dim: int,
                 mode: str) -> torch.Tensor:
-    """Correlate ``x`` along ``dim`` with odd-length ``weights`` (scipy's
-    ``correlate1d``), borders by ``mode``: one padded copy, then a weighted
-    sum of its shifted views (any dtype, any device)."""
-    radius = len(weights) // 2
-    if radius == 0:
+    """Correlate ``B x H x W`` ``x`` along ``dim`` (-2 or -1) with
+    odd-length ``weights`` (scipy's ``correlate1d``), borders by ``mode``
+    (any dtype, any device)."""
+    if len(weights) // 2 == 0:
         return x * float(weights[0])
-    n = x.shape[dim]
-    idx = fold_index(np.arange(-radius, n + radius), n, mode)
-    padded = x.index_select(dim, torch.as_tensor(idx, device=x.device))
-    out = padded.narrow(dim, 0, n) * float(weights[0])
-    for k in range(1, len(weights)):
-        out = out + padded.narrow(dim, k, n) * float(weights[k])
-    return out
+    if dim in (-2, x.dim() - 2):
+        return _correlate_rows(x, weights, mode)
+    return _correlate_rows(x.transpose(-1, -2).contiguous(), weights,
+                           mode).transpose(-1, -2)
 
 
 def gaussian_filter(x: torch.Tensor,
                     sigma,
                     mode: str = 'nearest',
                     truncate: float = 4.0) -> torch.Tensor:
-    """``scipy.ndimage.gaussian_filter`` over the last two dims of ``x``.
+    """``scipy.ndimage.gaussian_filter`` over the last two dims of
+    ``B x H x W`` ``x`` (bit-identical to it in float64).
 
     This is ``skimage.filters.gaussian`` (its defaults: ``mode='nearest'``,
     ``truncate=4``) per channel. ``sigma``: one float or ``(sigma_h,
-    sigma_w)``; rows are filtered first, as scipy does.
+    sigma_w)``; rows are filtered first, as scipy does. Returns a
+    contiguous tensor of ``x``'s shape and dtype.
     """
     sigmas = (sigma, sigma) if np.isscalar(sigma) else tuple(sigma)
-    for dim, s in zip((-2, -1), sigmas):
-        if s > 1e-15:
-            x = correlate1d(x, gaussian_kernel1d(float(s), truncate), dim,
-                            mode)
-    return x
+    outs = []
+    for chunk in plane_chunks(x):
+        for dim, s in zip((-2, -1), sigmas):
+            if s > 1e-15:
+                chunk = correlate1d(
+                    chunk, gaussian_kernel1d(float(s), truncate), dim, mode)
+        outs.append(chunk)
+    return torch.cat(outs).contiguous() if len(outs) > 1 else \
+        outs[0].contiguous()
+
+
+def fft_size(n: int, even: bool = False) -> int:
+    """The smallest ``m >= n`` whose prime factors are 2, 3 and 5 (fast
+    FFT lengths); ``even``: a multiple of 2 as well (the last axis of a
+    real FFT runs at half the cost then)."""
+    m = n
+    while True:
+        r = m
+        if even and m % 2:
+            m += 1
+            continue
+        for p in (2, 3, 5):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 1
 
 
 def filter2d_reflect101(x: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
     """``cv2.filter2D(x, -1, kernel)`` per channel of ``B x H x W`` ``x``
     (correlation, default border ``BORDER_REFLECT_101``), computed with an
-    FFT of the padded image as OpenCV does for large kernels."""
+    FFT of the padded image as OpenCV does for large kernels (zero-padded
+    to a fast FFT size: the kept window never wraps around)."""
     kh, kw = kernel.shape
     ry, rx = kh // 2, kw // 2
     h, w = x.shape[-2:]
@@ -94,15 +179,21 @@ def filter2d_reflect101(x: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
                          device=x.device)
     ix = torch.as_tensor(fold_index(np.arange(-rx, w + rx), w, 'reflect101'),
                          device=x.device)
-    padded = x.index_select(-2, iy).index_select(-1, ix)
-    ph, pw = padded.shape[-2:]
+    size = (fft_size(h + 2 * ry), fft_size(w + 2 * rx, even=True))
     # correlation = convolution with the flipped kernel
     k = torch.as_tensor(np.ascontiguousarray(kernel[::-1, ::-1]),
                         dtype=x.dtype, device=x.device)
-    spec = torch.fft.rfft2(padded, s=(ph, pw)) * torch.fft.rfft2(
-        k, s=(ph, pw))
-    full = torch.fft.irfft2(spec, s=(ph, pw))
-    return full[..., kh - 1:kh - 1 + h, kw - 1:kw - 1 + w].contiguous()
+    k_spec = torch.fft.rfft2(k, s=size)
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    start = 0
+    for chunk in plane_chunks(x, budget=CPU_CHUNK_BYTES // 2):
+        padded = chunk.index_select(-2, iy).index_select(-1, ix)
+        spec = torch.fft.rfft2(padded, s=size).mul_(k_spec)
+        full = torch.fft.irfft2(spec, s=size)
+        out[start:start + len(chunk)] = full[..., kh - 1:kh - 1 + h,
+                                             kw - 1:kw - 1 + w]
+        start += len(chunk)
+    return out
 
 
 def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
@@ -282,17 +373,22 @@ def pil_box_runs(n_in: int, n_out: int) -> Tuple[np.ndarray, np.ndarray,
 
 def pil_box_resize_axis(x: torch.Tensor, n_out: int,
                         dim: int) -> torch.Tensor:
-    """One pass of Pillow's 8-bit ``BOX`` resize along ``dim`` of integer
-    valued ``x``: fixed-point sums (run sums from an integer cumulative
-    sum, exact), rounded and clipped to 0-255 as Pillow does."""
+    """One pass of Pillow's 8-bit ``BOX`` resize along ``dim`` (-2 or -1)
+    of integer valued ``... x H x W`` ``x``: fixed-point sums (run sums
+    from an integer cumulative sum, exact in int32: at most ``255 *
+    2**22`` plus rounding), rounded and clipped to 0-255 as Pillow does.
+    Returns int32."""
+    if dim not in (-2, x.dim() - 2):
+        return pil_box_resize_axis(x.transpose(-1, -2).contiguous(), n_out,
+                                   -2).transpose(-1, -2)
     start, stop, weight = (torch.as_tensor(a, device=x.device)
-                           for a in pil_box_runs(x.shape[dim], n_out))
-    csum = torch.cumsum(x.to(torch.int64), dim)
-    csum = torch.cat([torch.zeros_like(csum.narrow(dim, 0, 1)), csum], dim)
-    total = csum.index_select(dim, stop) - csum.index_select(dim, start)
-    shape = [1] * x.dim()
-    shape[dim] = n_out
-    acc = total * weight.view(shape) + (1 << (PIL_PRECISION_BITS - 1))
+                           for a in pil_box_runs(x.shape[-2], n_out))
+    shape = x.shape[:-2] + (x.shape[-2] + 1, x.shape[-1])
+    csum = torch.zeros(shape, dtype=torch.int32, device=x.device)
+    torch.cumsum(x.to(torch.int32), -2, out=csum[..., 1:, :])
+    total = csum.index_select(-2, stop) - csum.index_select(-2, start)
+    acc = total * weight.to(torch.int32)[:, None] + (
+        1 << (PIL_PRECISION_BITS - 1))
     return torch.clamp(acc >> PIL_PRECISION_BITS, 0, 255)
 
 

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from .draws import Draws
-from .ops import clipped_zoom, gaussian_filter, hsv_to_rgb, motion_blur_, \
-    rgb_to_hsv
+from .ops import (CPU_CHUNK_BYTES, clipped_zoom, gaussian_filter,
+                  hsv_to_rgb, motion_blur_, rgb_to_hsv)
 
 #: (loc, scale, zoom, threshold, blur radius, blur sigma, blend) per severity
 SNOW = ((0.1, 0.3, 3, 0.5, 10, 4, 0.8), (0.2, 0.3, 2, 0.5, 12, 4, 0.7),
@@ -102,12 +102,14 @@ def frost(x: torch.Tensor, severity: int, draws: Draws,
     return torch.clamp(torch.stack(outs), 0, 255)
 
 
-def plasma_fractal(n: int, mapsize: int, wibbledecay: float,
-                   draws: Draws) -> torch.Tensor:
-    """Diamond-square height maps, ``n x mapsize x mapsize`` in [0, 1].
+def plasma_fractal(n: int, mapsize: int, wibbledecay: float, draws: Draws,
+                   keep: Tuple[int, int]) -> torch.Tensor:
+    """Diamond-square height maps in [0, 1], ``n x mapsize x mapsize``, of
+    which the top-left ``keep = (h, w)`` corner is returned.
 
     imagecorruptions' ``plasma_fractal``: float32 map, float64 perturbations
-    (same draws, same order, same shapes), rolls as there.
+    with numpy draws (same draws, same order, same shapes; float32 ones with
+    torch draws, which need not match numpy's), rolls as there.
     """
     assert mapsize & (mapsize - 1) == 0
     m = torch.zeros((n, mapsize, mapsize), dtype=torch.float32,
@@ -116,6 +118,9 @@ def plasma_fractal(n: int, mapsize: int, wibbledecay: float,
     wibble = 100.
 
     def wibbled_mean(a: torch.Tensor) -> torch.Tensor:
+        if draws.mode == 'torch':  # wibble * U(-wibble, wibble), one pass
+            return a / 4 + draws.uniform(-wibble * wibble, wibble * wibble,
+                                         tuple(a.shape), dtype=a.dtype)
         noise = draws.uniform(-wibble, wibble, tuple(a.shape),
                               dtype=torch.float64)
         return (a / 4).to(torch.float64) + wibble * noise
@@ -137,8 +142,12 @@ def plasma_fractal(n: int, mapsize: int, wibbledecay: float,
             torch.float32)
         step //= 2
         wibble /= wibbledecay
-    m = m - m.amin((1, 2), keepdim=True)
-    return m / m.amax((1, 2), keepdim=True)
+    # normalised over the whole map, computed on the kept corner only:
+    # max(m - min) = max(m) - min, as rounding is monotonic
+    low = m.amin((1, 2), keepdim=True)
+    high = m.amax((1, 2), keepdim=True) - low
+    h, w = keep
+    return (m[:, :h, :w] - low) / high
 
 
 def fog(x: torch.Tensor, severity: int, draws: Draws,
@@ -150,7 +159,13 @@ def fog(x: torch.Tensor, severity: int, draws: Draws,
     mapsize = 1 if side == 0 else 2**(side - 1).bit_length()
     x = x / 255.
     max_val = x.amax((1, 2, 3), keepdim=True)
-    plasma = plasma_fractal(n, mapsize, c[1], draws)[:, None, :h, :w]
+    # on the CPU a few maps at a time (each 4 MB at 640 x 480), in cache
+    per = n if x.device.type != 'cpu' else max(
+        1, 2 * CPU_CHUNK_BYTES // (4 * mapsize * mapsize))
+    plasma = torch.cat([
+        plasma_fractal(min(per, n - i), mapsize, c[1], draws, (h, w))
+        for i in range(0, n, per)
+    ])[:, None]
     x = x + (c[0] * plasma).to(x.dtype)
     return torch.clamp(x * max_val / (max_val + c[0]), 0, 1) * 255
 
