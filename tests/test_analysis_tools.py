@@ -12,8 +12,8 @@ from conftest import DIGITS_CONFIG, digits_options, load_tool, run_tool, \
 from mmgfn.apis import build_test_dataloader, collect_outputs, load_classifier
 from mmgfn.apis.embeddings import pairwise_similarity, ranks_from_similarity
 from mmgfn.models.utils import NeighborTable
-from mmgfn.utils.cli import load_tool_config
-from mmgfn.utils.preflight import ConfigError
+from mmgfn.apis.cli import load_tool_config
+from mmgfn.utils.errors import ConfigError
 
 HEATMAP = 'tools/analysis_tools/class_similarity_heatmap.py'
 RANKS = 'tools/analysis_tools/similarity_rank_histogram.py'

@@ -22,7 +22,7 @@ from mmgfn.datasets.corruption_generation import (OutputWriteError,
                                                   corrupted_image_path,
                                                   generate_corrupted_images)
 from mmgfn.datasets.transforms import ImageCorruption
-from mmgfn.utils.preflight import ConfigError
+from mmgfn.utils.errors import ConfigError
 
 TOOL = 'tools/misc/generate_corrupted_dataset.py'
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'

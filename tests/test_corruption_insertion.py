@@ -16,7 +16,7 @@ from mmengine.registry import DefaultScope, init_default_scope
 
 from conftest import DIGITS_CONFIG, make_image
 from mmgfn.apis import insert_corruption
-from mmgfn.utils.preflight import ConfigError
+from mmgfn.utils.errors import ConfigError
 
 
 def _expected(path: str, corruption: str, severity: int) -> np.ndarray:

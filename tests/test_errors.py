@@ -8,7 +8,8 @@ from mmengine.config import Config
 from conftest import (DIGITS_CONFIG, digits_options, run_tool, write_coco,
                       write_det_config)
 from mmgfn.models.utils import NeighborTable
-from mmgfn.utils.preflight import ConfigError, check_neighbor_settings
+from mmgfn.apis.preflight import check_neighbor_settings
+from mmgfn.utils.errors import ConfigError
 
 GFN_DIGITS = DIGITS_CONFIG.replace('resnet-tiny_1xb32_digits.py',
                                    'gfn_resnet-tiny_1xb32_digits.py')

@@ -17,7 +17,7 @@ from mmgfn.evaluation.functional import (corruption_error_ratio,
 from mmgfn.evaluation.robustness_sweep import (compare_sweeps,
                                                decode_outcomes,
                                                encode_outcomes)
-from mmgfn.utils.preflight import ConfigError
+from mmgfn.utils.errors import ConfigError
 
 
 # ------------------------------------------------------------ McNemar ---

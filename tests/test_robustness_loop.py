@@ -18,7 +18,7 @@ from mmengine.registry import DefaultScope
 from mmgfn.apis import run_robustness_sweep
 from mmgfn.evaluation.robustness_sweep import (RobustnessSettings, Suite,
                                                check_robustness_config)
-from mmgfn.utils.preflight import ConfigError
+from mmgfn.utils.errors import ConfigError
 
 DIGITS_C = osp.join(ROOT, 'configs', 'robustness',
                     'resnet-tiny_1xb32_digits-c.py')

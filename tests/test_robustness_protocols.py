@@ -19,7 +19,7 @@ from conftest import (DIGITS_CONFIG, build_digits_model, digits_options,
 from mmengine.config import Config
 
 from mmgfn.datasets import load_wnids
-from mmgfn.utils.preflight import ConfigError
+from mmgfn.utils.errors import ConfigError
 
 TOOL = 'tools/test_robustness.py'
 

@@ -17,7 +17,7 @@ from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 
 from mmgfn.datasets import ImageNetC, load_wnids
-from mmgfn.utils.preflight import ConfigError
+from mmgfn.utils.errors import ConfigError
 
 TOOL = 'tools/test_robustness.py'
 ALEXNET_FOG, ALEXNET_GAUSSIAN_NOISE = 0.819324, 0.886428

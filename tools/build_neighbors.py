@@ -21,9 +21,9 @@ import torch
 import mmgfn  # noqa: F401  checkpoint loading on torch >= 2.6
 from mmgfn.apis import build_test_dataloader, load_classifier
 from mmgfn.models.utils import NeighborTable, compute_class_embeddings
-from mmgfn.utils.cli import (add_dataset_pass_args, load_tool_config,
+from mmgfn.apis.cli import (add_dataset_pass_args, load_tool_config,
                              run_cli)
-from mmgfn.utils.preflight import ConfigError, check_file
+from mmgfn.utils.errors import ConfigError, check_file
 
 
 def parse_args() -> argparse.Namespace:

@@ -51,7 +51,7 @@ import time
 
 from mmgfn.apis.demo_report import (LABELS, cell_errors, markdown, report,
                                     seed_spread)
-from mmgfn.datasets.transforms.corruption import BENCHMARK_CORRUPTIONS
+from mmgfn.datasets.benchmarks import BENCHMARK_CORRUPTIONS
 from mmgfn.evaluation.robustness_sweep import compare_sweeps
 from mmgfn.visualization import write_comparison
 

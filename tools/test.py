@@ -21,12 +21,12 @@ import mmgfn  # noqa: F401  checkpoint loading on torch >= 2.6
 from mmgfn.evaluation.robustness_sweep import is_robustness_loop
 from mmgfn.utils.compat import (float32_test_outputs,
                                 run_mmcv_cpu_ops_in_float32)
-from mmgfn.utils.cli import (add_common_args, build_runner,
+from mmgfn.apis.cli import (add_common_args, build_runner,
                              fix_persistent_workers, load_config,
                              parse_tool_args, run_cli, set_work_dir,
                              setup_cpu_distributed)
-from mmgfn.utils.preflight import (ConfigError, check_file,
-                                   check_test_config)
+from mmgfn.apis.preflight import check_test_config
+from mmgfn.utils.errors import ConfigError, check_file
 
 
 def parse_args() -> argparse.Namespace:

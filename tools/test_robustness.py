@@ -36,11 +36,11 @@ from mmengine.dist import is_main_process
 
 import mmgfn  # noqa: F401  checkpoint loading on torch >= 2.6
 from mmgfn.evaluation.robustness_sweep import SUITES, check_robustness_config
-from mmgfn.utils.cli import (add_common_args, build_runner,
+from mmgfn.apis.cli import (add_common_args, build_runner,
                              fix_persistent_workers, load_config,
                              parse_tool_args, run_cli, set_work_dir,
                              setup_cpu_distributed)
-from mmgfn.utils.preflight import check_file
+from mmgfn.utils.errors import check_file
 
 #: Flags that are settings of the loop (``--data-root`` is ``data_root``).
 SETTINGS = ('suite', 'corruptions', 'severities', 'data_root',

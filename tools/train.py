@@ -5,11 +5,11 @@ from copy import deepcopy
 from mmengine.config import ConfigDict
 
 import mmgfn  # noqa: F401  checkpoint loading on torch >= 2.6
-from mmgfn.utils.cli import (add_common_args, build_runner, enable_amp,
+from mmgfn.apis.cli import (add_common_args, build_runner, enable_amp,
                              fix_persistent_workers, load_config,
                              parse_tool_args, run_cli, set_work_dir,
                              setup_cpu_distributed)
-from mmgfn.utils.preflight import check_train_config
+from mmgfn.apis.preflight import check_train_config
 
 
 def parse_args() -> argparse.Namespace:

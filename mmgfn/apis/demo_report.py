@@ -15,13 +15,13 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from mmgfn.datasets.transforms.corruption import BENCHMARK_CORRUPTIONS
+from mmgfn.datasets.benchmarks import BENCHMARK_CORRUPTIONS
 from mmgfn.evaluation.functional import (chance_error, chance_level_cells,
                                          difference_interval, mean_interval,
                                          summarize_corruption_errors,
                                          wilson_interval)
 from mmgfn.evaluation.robustness_sweep import comparison_sentence
-from mmgfn.utils.preflight import ConfigError
+from mmgfn.utils.errors import ConfigError
 
 #: Report labels of the demo's models.
 LABELS = {

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from mmgfn.models.utils import class_means, similarity_matrix
-from mmgfn.utils.preflight import ConfigError, check_file
+from mmgfn.utils.errors import ConfigError, check_file
 
 #: Choices of ``similarity`` in :func:`pairwise_similarity`.
 SIMILARITIES = ('cosine', 'dot')

@@ -20,7 +20,7 @@ from torch import nn
 
 from mmgfn.models.utils.features import forward_batch
 from mmgfn.registry import MODELS
-from mmgfn.utils.preflight import ConfigError, check_file
+from mmgfn.utils.errors import ConfigError, check_file
 
 #: Options of NeighborAdversarialDataPreprocessor that ClsDataPreprocessor
 #: does not take.

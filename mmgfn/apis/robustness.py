@@ -64,7 +64,7 @@ def run_robustness_sweep(model: nn.Module,
             folders, a refused summary after the reports are written).
     """
     import mmgfn.engine  # noqa: F401  registers RobustnessTestLoop
-    from mmgfn.utils.cli import fix_persistent_workers
+    from mmgfn.apis.cli import fix_persistent_workers
     cfg = Config.fromfile(cfg) if isinstance(cfg, str) else copy.deepcopy(
         cfg)
     fix_persistent_workers(cfg)

@@ -76,7 +76,7 @@ from dataclasses import dataclass, field
 from typing import (Any, Callable, Dict, Iterable, List, Optional, Sequence,
                     Tuple)
 
-from mmgfn.utils.preflight import ConfigError
+from mmgfn.utils.errors import ConfigError
 from .transforms.corruption import (ALL_CORRUPTIONS, BACKENDS,
                                    BENCHMARK_CORRUPTIONS, ImageCorruption)
 

@@ -33,17 +33,9 @@ import numpy as np
 from mmgfn.registry import DATASETS
 from .corruption_generation import (GenerationSummary, OutputRecipe,
                                     generate_corrupted_images)
+from .benchmarks import REFERENCE_TEST_PIPELINE  # noqa: F401
 from .wnid_folder import WnidFolderDataset
 
-#: Hendrycks' ImageNet-C/-P evaluation of the released 224 x 224 images:
-#: center-crop 224, no resize (the crop is the identity on the released
-#: files; ImageNet-P's reference applies no crop at all to its 224 x 224
-#: frames). Normalisation is the model's data preprocessor.
-REFERENCE_TEST_PIPELINE: List[dict] = [
-    dict(type='mmpretrain.LoadImageFromFile'),
-    dict(type='mmpretrain.CenterCrop', crop_size=224),
-    dict(type='mmpretrain.PackInputs'),
-]
 #: The file :func:`regenerate_imagenet_c` writes at the root of its output.
 RECIPE_FILE = 'imagenet_c_recipe.json'
 #: The reference recipe of the released files.

@@ -1,8 +1,17 @@
-"""Registering mmgfn's modules and setting its default scope."""
+"""Registering mmgfn's modules and setting its default scope.
+
+The modules that fill each registry are named once, as the ``locations`` of
+the registries in :mod:`mmgfn.registry`; registering them all imports those
+locations through the registries, so this helper (like the rest of
+``mmgfn.utils``) imports nothing above the registry.
+"""
 import datetime
 import warnings
 
 from mmengine import DefaultScope
+from mmengine.registry import Registry
+
+from mmgfn import registry
 
 
 def register_all_modules(init_default_scope: bool = True) -> None:
@@ -15,10 +24,12 @@ def register_all_modules(init_default_scope: bool = True) -> None:
             current, a new one named ``mmgfn-<timestamp>`` is created, as
             mmdet and mmpretrain do. Defaults to True.
     """
-    import mmgfn.datasets  # noqa: F401,F403
-    import mmgfn.engine  # noqa: F401,F403
-    import mmgfn.evaluation  # noqa: F401,F403
-    import mmgfn.models  # noqa: F401,F403
+    for name in registry.__all__:
+        node = getattr(registry, name)
+        # a registry without locations would fall back to calling this
+        # function (mmengine's compatibility path): only those with some
+        if isinstance(node, Registry) and node._locations:
+            node.import_from_location()
 
     if not init_default_scope:
         return

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from mmgfn.datasets.transforms.corruption import BENCHMARK_CORRUPTIONS
+from mmgfn.datasets.benchmarks import BENCHMARK_CORRUPTIONS
 from mmgfn.evaluation.functional import IMAGENET_P_PERTURBATIONS, SEVERITIES
 from mmgfn.evaluation.robustness_sweep.suite import CLEAN, Suite
 from mmgfn.evaluation.robustness_sweep.summary import cell_values

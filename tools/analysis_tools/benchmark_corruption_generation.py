@@ -52,7 +52,7 @@ import torch
 
 from mmgfn.datasets.corruption_generation import (generate_corrupted_images,
                                                   list_source_images)
-from mmgfn.utils.cli import run_cli
+from mmgfn.apis.cli import run_cli
 
 SAMPLE_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket',
                  'immunohistochemistry', 'hubble_deep_field', 'retina')

@@ -44,9 +44,9 @@ from mmgfn.apis.embeddings import (SIMILARITIES, check_class_counts,
                                    class_labels, load_embeddings,
                                    pairwise_similarity)
 from mmgfn.models.utils import class_means
-from mmgfn.utils.cli import (add_dataset_pass_args, load_tool_config,
+from mmgfn.apis.cli import (add_dataset_pass_args, load_tool_config,
                              run_cli)
-from mmgfn.utils.preflight import ConfigError
+from mmgfn.utils.errors import ConfigError
 
 #: Most tick labels per axis; above, every ceil(C / MAX_TICK_LABELS)-th.
 MAX_TICK_LABELS = 40

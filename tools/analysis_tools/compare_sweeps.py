@@ -21,7 +21,7 @@ import sys
 
 from mmgfn.evaluation.robustness_sweep import (compare_sweeps,
                                                comparison_sentence)
-from mmgfn.utils.preflight import ConfigError
+from mmgfn.utils.errors import ConfigError
 from mmgfn.visualization import write_comparison
 
 

@@ -37,8 +37,8 @@ import torch
 from mmgfn.datasets.corruptions import (CORRUPTION_FUNCTIONS,
                                         SEEDED_CORRUPTIONS, corrupt,
                                         to_uint8)
-from mmgfn.utils.cli import run_cli
-from mmgfn.utils.preflight import ConfigError
+from mmgfn.apis.cli import run_cli
+from mmgfn.utils.errors import ConfigError
 
 
 def write_images(out_dir: str, num_digits: int,

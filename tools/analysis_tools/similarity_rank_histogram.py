@@ -43,9 +43,9 @@ from mmgfn.apis.embeddings import (SIMILARITIES, check_class_counts,
                                    ranks_from_similarity)
 from mmgfn.datasets.transforms.corruption import ALL_CORRUPTIONS
 from mmgfn.models.utils import class_means
-from mmgfn.utils.cli import (add_dataset_pass_args, load_tool_config,
+from mmgfn.apis.cli import (add_dataset_pass_args, load_tool_config,
                              run_cli)
-from mmgfn.utils.preflight import ConfigError
+from mmgfn.utils.errors import ConfigError
 
 #: Histograms per row of the figure.
 MAX_COLUMNS = 5

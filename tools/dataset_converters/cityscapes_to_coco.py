@@ -29,7 +29,7 @@ import argparse
 import json
 
 from mmgfn.datasets.converters import convert_cityscapes
-from mmgfn.utils.cli import run_cli
+from mmgfn.apis.cli import run_cli
 
 
 def parse_args() -> argparse.Namespace:

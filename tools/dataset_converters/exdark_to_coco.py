@@ -26,7 +26,7 @@ import os.path as osp
 from mmgfn.datasets.converters import EXDARK_CLASSES, convert_exdark
 from mmgfn.datasets.converters.common import (add_annotation_options,
                                               print_conversion_summary)
-from mmgfn.utils.cli import run_cli
+from mmgfn.apis.cli import run_cli
 
 
 def parse_args() -> argparse.Namespace:

@@ -25,7 +25,7 @@ import os.path as osp
 from mmgfn.datasets.converters import RTTS_CLASSES, convert_rtts
 from mmgfn.datasets.converters.common import (add_annotation_options,
                                               print_conversion_summary)
-from mmgfn.utils.cli import run_cli
+from mmgfn.apis.cli import run_cli
 
 
 def parse_args() -> argparse.Namespace:

@@ -51,8 +51,8 @@ from mmgfn.datasets.corruption_generation import (GenerationSummary,
                                                   generate_corrupted_images)
 from mmgfn.datasets.transforms.corruption import (ALL_CORRUPTIONS, BACKENDS,
                                                   BENCHMARK_CORRUPTIONS)
-from mmgfn.utils.cli import run_cli
-from mmgfn.utils.preflight import ConfigError
+from mmgfn.apis.cli import run_cli
+from mmgfn.utils.errors import ConfigError
 
 
 def parse_args() -> argparse.Namespace:

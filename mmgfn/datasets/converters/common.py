@@ -9,7 +9,7 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from mmgfn.utils.preflight import ConfigError
+from mmgfn.utils.errors import ConfigError
 
 #: File extensions (lower case) that count as images.
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')

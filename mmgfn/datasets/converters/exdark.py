@@ -39,7 +39,7 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional, Set, Tuple
 
-from mmgfn.utils.preflight import ConfigError
+from mmgfn.utils.errors import ConfigError
 from .common import (class_lookup, fail_or_report, image_size, index_images,
                      make_coco, normalise_class_name, write_coco_json)
 

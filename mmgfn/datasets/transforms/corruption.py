@@ -25,17 +25,9 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 
 from mmgfn.registry import TRANSFORMS
+from ..benchmarks import (ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS,  # noqa
+                          HOLDOUT_CORRUPTIONS)
 
-#: The 15 corruptions of the ImageNet-C / COCO-C benchmarks, in their order.
-BENCHMARK_CORRUPTIONS = (
-    'gaussian_noise', 'shot_noise', 'impulse_noise', 'defocus_blur',
-    'glass_blur', 'motion_blur', 'zoom_blur', 'snow', 'frost', 'fog',
-    'brightness', 'contrast', 'elastic_transform', 'pixelate',
-    'jpeg_compression')
-#: The 4 held-out corruptions (not part of mCE / mPC).
-HOLDOUT_CORRUPTIONS = ('speckle_noise', 'gaussian_blur', 'spatter',
-                       'saturate')
-ALL_CORRUPTIONS = BENCHMARK_CORRUPTIONS + HOLDOUT_CORRUPTIONS
 MIN_SIDE = 32
 #: Corruptions of imagecorruptions that take their randomness from a
 #: ``seed`` argument instead of numpy's global generator.

@@ -50,7 +50,7 @@ from mmgfn.evaluation.robustness_sweep import (RobustnessSettings, Suite,
                                                write_reports)
 from mmgfn.evaluation.robustness_sweep.cells import check_backends
 from mmgfn.registry import LOOPS
-from mmgfn.utils.preflight import ConfigError, check_file
+from mmgfn.utils.errors import ConfigError, check_file
 
 #: Summary keys returned by :meth:`RobustnessTestLoop.run` (when present),
 #: besides the detection ``P_*`` / ``mPC_*`` / ``rPC_*`` keys.

@@ -7,7 +7,7 @@ import os.path as osp
 import re
 from typing import List, Optional, Tuple
 
-from mmgfn.utils.preflight import ConfigError
+from mmgfn.utils.errors import ConfigError
 from .suite import Cell, Suite, checkpoint_id
 
 

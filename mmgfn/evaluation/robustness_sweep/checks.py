@@ -6,7 +6,7 @@ from mmengine.config import Config
 from mmengine.runner.checkpoint import _load_checkpoint
 
 from mmgfn.apis.inference import shape_mismatches
-from mmgfn.utils.preflight import ConfigError
+from mmgfn.utils.errors import ConfigError
 
 
 def head_rows(state: dict) -> Optional[int]:
@@ -132,7 +132,7 @@ def check_robustness_config(cfg: Config) -> None:
         ConfigError: Naming the key and the problem.
         FileNotFoundError: Naming the missing folder or file.
     """
-    from mmgfn.utils.preflight import check_dataset_paths
+    from mmgfn.utils.errors import check_dataset_paths
     from .suite import RobustnessSettings, Suite
     from .summary import load_baseline_results
     test_cfg = dict(cfg.test_cfg)

@@ -24,13 +24,13 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from mmgfn.datasets.transforms.corruption import BENCHMARK_CORRUPTIONS
+from mmgfn.datasets.benchmarks import BENCHMARK_CORRUPTIONS
 from mmgfn.evaluation.functional.paired import (corruption_error_ratio,
                                                 holm_adjust, mcnemar_exact_p,
                                                 mcnemar_table, mean_error,
                                                 paired_bootstrap,
                                                 paired_difference_interval)
-from mmgfn.utils.preflight import ConfigError, check_file
+from mmgfn.utils.errors import ConfigError, check_file
 from .outcomes import decode_outcomes
 from .suite import CLEAN
 

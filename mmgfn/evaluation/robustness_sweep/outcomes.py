@@ -21,7 +21,7 @@ from typing import Iterable, Optional, Tuple
 
 import numpy as np
 
-from mmgfn.utils.preflight import ConfigError
+from mmgfn.utils.errors import ConfigError
 
 
 def image_identity(img_path: Optional[str], label: int) -> str:

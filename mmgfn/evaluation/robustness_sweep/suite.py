@@ -42,25 +42,15 @@ from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
 from mmgfn.apis.inference import insert_corruption, transform_name
-from mmgfn.datasets.imagenet_c import REFERENCE_TEST_PIPELINE
-from mmgfn.datasets.transforms.corruption import (ALL_CORRUPTIONS, BACKENDS,
-                                                  BENCHMARK_CORRUPTIONS)
-from mmgfn.evaluation.functional import (SEVERITIES, imagenet_p_difficulty,
-                                         imagenet_p_perturbations,
-                                         is_noise_perturbation)
-from mmgfn.utils.preflight import ConfigError, check_file
-
-SUITES = ('corrupt', 'imagenet-c', 'imagenet-p', 'imagenet-a', 'imagenet-r')
-SUITE_DATASETS = {
-    'imagenet-c': 'ImageNetC',
-    'imagenet-p': 'ImageNetP',
-    'imagenet-a': 'ImageNetA',
-    'imagenet-r': 'ImageNetR'
-}
-CLEAN = 'clean'
-
-Cell = Tuple[str, Optional[int]]
-
+from mmgfn.datasets.benchmarks import (ALL_CORRUPTIONS,
+                                       BENCHMARK_CORRUPTIONS, CLEAN,
+                                       REFERENCE_TEST_PIPELINE, SEVERITIES,
+                                       SUITE_DATASETS, SUITES, Cell,
+                                       imagenet_p_difficulty,
+                                       imagenet_p_perturbations,
+                                       is_noise_perturbation)
+from mmgfn.datasets.transforms.corruption import BACKENDS
+from mmgfn.utils.errors import ConfigError, check_file
 
 def setting(name: str) -> str:
     """``'data_root (--data-root)'``: a setting as messages name it, by its

@@ -7,13 +7,13 @@ import json
 from typing import Callable, Dict, List, Optional
 
 from mmgfn.datasets.imagenet_c import inspect_imagenet_c_files
-from mmgfn.datasets.transforms.corruption import BENCHMARK_CORRUPTIONS
+from mmgfn.datasets.benchmarks import BENCHMARK_CORRUPTIONS
 from mmgfn.evaluation.functional import (IncompleteResultsError,
                                          imagenet_p_perturbations,
                                          summarize_corruption_errors,
                                          summarize_detection_robustness,
                                          summarize_flip_rates)
-from mmgfn.utils.preflight import ConfigError, check_file
+from mmgfn.utils.errors import ConfigError, check_file
 from .cells import derive_quantity, is_classification
 from .suite import CLEAN, Suite
 

@@ -10,7 +10,7 @@ The tools follow mmpretrain's and mmdet's (same flags, same precedence of
   ``device_ids`` (mmengine 0.10.7 would call ``torch.cuda.set_device``);
 * ``--amp`` on the CPU (bfloat16 autocast, see
   :class:`mmgfn.engine.optimizers.DeviceAmpOptimWrapper`);
-* preflight checks (:mod:`mmgfn.utils.preflight`) before the Runner starts
+* preflight checks (:mod:`mmgfn.apis.preflight`) before the Runner starts
   logging, and one-line errors for bad input: missing files (config, dataset
   folder, checkpoint, neighbour file, pretrained weights), an unknown
   component type (with the closest registered names), and component settings
@@ -31,7 +31,8 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from .preflight import ConfigError, check_file, registry_hint
+from mmgfn.utils.errors import ConfigError, check_file
+from .preflight import registry_hint
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:

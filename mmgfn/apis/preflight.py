@@ -24,116 +24,17 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope, Registry
 
 from mmgfn.registry import DATASETS, MODELS
-
-
-class ConfigError(ValueError):
-    """A config asks for something that cannot work (names the key)."""
-
-
-def _is_remote(path: str) -> bool:
-    return '://' in path
-
-
-def check_file(path: str, what: str) -> None:
-    """Raise FileNotFoundError naming ``what`` if ``path`` is not a file.
-
-    Args:
-        path (str): A local path; remote URIs (``scheme://``) are skipped.
-        what (str): What the file is, e.g. ``'config file'``.
-    """
-    if path and not _is_remote(path) and not osp.isfile(
-            osp.expanduser(path)):
-        raise FileNotFoundError(f'{what} "{path}" does not exist')
-
-
-def _datasets(dataset: dict, key: str) -> Iterator[Tuple[str, dict]]:
-    """Yield ``(config key, dataset dict)`` for a dataset and the datasets
-    it wraps (``dataset`` / ``datasets`` of wrappers such as
-    ConcatDataset, RepeatDataset, ClassBalancedDataset)."""
-    yield key, dataset
-    inner = dataset.get('dataset')
-    if isinstance(inner, dict):
-        yield from _datasets(inner, f'{key}.dataset')
-    for i, ds in enumerate(dataset.get('datasets', None) or []):
-        if isinstance(ds, dict):
-            yield from _datasets(ds, f'{key}.datasets[{i}]')
-
-
-def _dataset_paths(dataset: dict, key: str) -> List[Tuple[str, str, str]]:
-    """``(config key, path, 'file'|'folder')`` that a dataset will read,
-    joined with ``data_root`` the way mmengine's BaseDataset joins them."""
-    root = dataset.get('data_root') or ''
-    paths = []
-    if root:
-        paths.append((f'{key}.data_root', root, 'folder'))
-    ann_file = dataset.get('ann_file') or ''
-    if ann_file:
-        paths.append((f'{key}.ann_file', osp.join(root, ann_file), 'file'))
-    prefix = dataset.get('data_prefix')
-    if isinstance(prefix, str):
-        prefix = {'': prefix}
-    for name, sub in (prefix or {}).items():
-        if isinstance(sub, str) and sub:
-            sub_key = f'{key}.data_prefix' + (f'.{name}' if name else '')
-            paths.append((sub_key, osp.join(root, sub), 'folder'))
-    return paths
-
-
-def check_dataset_paths(cfg: Config, dataloaders: List[str]) -> None:
-    """Check that the folders and annotation files of datasets exist.
-
-    Args:
-        cfg (Config): The full config.
-        dataloaders (list[str]): Config keys to check, e.g.
-            ``['train_dataloader', 'val_dataloader']``; absent or None
-            entries are skipped.
-
-    Raises:
-        FileNotFoundError: Naming the missing path and the config key that
-            asks for it.
-    """
-    for loader_key in dataloaders:
-        loader = cfg.get(loader_key)
-        if not isinstance(loader, dict) or not isinstance(
-                loader.get('dataset'), dict):
-            continue
-        for key, dataset in _datasets(loader['dataset'],
-                                      f'{loader_key}.dataset'):
-            for path_key, path, kind in _dataset_paths(dataset, key):
-                if _is_remote(path):
-                    continue
-                exists = osp.isdir(path) if kind == 'folder' else osp.isfile(
-                    path)
-                if not exists:
-                    raise FileNotFoundError(
-                        f'dataset {kind} "{path}" does not exist '
-                        f'({path_key}); see data/README.md for the layout')
-
-
-def _entries(node, key: str,
-             match: Callable[[str, Any], bool]) -> Iterator[Tuple[str, Any]]:
-    """``(config key, value)`` of every ``name: value`` entry of the nested
-    dicts and lists of ``node`` for which ``match(name, value)`` holds; the
-    walk does not go inside a matched value. ``key`` is the config key of
-    ``node`` (``''`` for the whole config)."""
-    if isinstance(node, dict):
-        for name, value in node.items():
-            sub = f'{key}.{name}' if key else name
-            if match(name, value):
-                yield sub, value
-            else:
-                yield from _entries(value, sub, match)
-    elif isinstance(node, (list, tuple)):
-        for i, value in enumerate(node):
-            yield from _entries(value, f'{key}[{i}]', match)
+from mmgfn.utils.config_walk import (dataset_paths, find_key, find_type,
+                                     iter_datasets, type_name)
+from mmgfn.utils.errors import (ConfigError, check_dataset_paths,
+                                check_file, is_remote)
 
 
 def _neighbor_files(node, key: str) -> Iterator[Tuple[str, str]]:
     """``(config key, path)`` of every non-empty ``neighbor_file`` string
     in the config."""
-    return _entries(
-        node, key, lambda name, value: name == 'neighbor_file' and
-        isinstance(value, str) and bool(value))
+    return ((sub, value) for sub, value in find_key(node, key, 'neighbor_file')
+            if isinstance(value, str) and value)
 
 
 def check_train_config(cfg: Config) -> None:
@@ -141,7 +42,7 @@ def check_train_config(cfg: Config) -> None:
     files (only training reads those: evaluation needs none), then the
     components (:func:`check_components`)."""
     for key, path in _neighbor_files(cfg.to_dict(), ''):
-        if not _is_remote(path) and not osp.isfile(osp.expanduser(path)):
+        if not is_remote(path) and not osp.isfile(osp.expanduser(path)):
             raise FileNotFoundError(
                 f'neighbour file "{path}" does not exist ({key}); write it '
                 'with tools/build_neighbors.py CONFIG CHECKPOINT')
@@ -244,27 +145,6 @@ def registry_hint(message: str) -> str:
     return f'{text} (no registered name is close)'
 
 
-def _type_name(node: dict) -> str:
-    value = node.get('type')
-    if isinstance(value, str):
-        return value.split('.')[-1]
-    return getattr(value, '__name__', '')
-
-
-def _find(node, key: str, type_name: str) -> Iterator[Tuple[str, dict]]:
-    """``(config key, dict)`` of every dict whose type is ``type_name``
-    (with or without a scope prefix)."""
-    if isinstance(node, dict):
-        if _type_name(node) == type_name:
-            yield key, node
-        for name, value in node.items():
-            yield from _find(value, f'{key}.{name}' if key else name,
-                             type_name)
-    elif isinstance(node, (list, tuple)):
-        for i, value in enumerate(node):
-            yield from _find(value, f'{key}[{i}]', type_name)
-
-
 def _model_num_classes(cfg: Config) -> Tuple[Optional[int], str]:
     """The class count the config gives its model, and the key that gives
     it: ``model.head.num_classes`` (mmpretrain) or the last box head's
@@ -302,7 +182,7 @@ def check_neighbor_settings(cfg: Config) -> None:
     num_classes, classes_key = _model_num_classes(cfg)
     pre_key, pre = _preprocessor(cfg)
     pre_topk = None
-    if isinstance(pre, dict) and _type_name(
+    if isinstance(pre, dict) and type_name(
             pre) == 'NeighborAdversarialDataPreprocessor':
         n = pre.get('num_classes')
         topk = pre.get('topk', 20)
@@ -319,7 +199,7 @@ def check_neighbor_settings(cfg: Config) -> None:
                 f'{pre_key}.num_classes={n} (NeighborAdversarialData'
                 f'Preprocessor) differs from {classes_key}={num_classes}; '
                 'set both to the number of classes of the dataset')
-    for key, loss in _find(cfg.get('model') or {}, 'model',
+    for key, loss in find_type(cfg.get('model') or {}, 'model',
                            'NeighborWeightedCELoss'):
         topk = loss.get('topk')
         n = loss.get('num_classes') or num_classes
@@ -344,7 +224,7 @@ def _check_neighbor_files(cfg: Config, num_classes: Optional[int],
     """Existing neighbour files must be tables for the model's classes."""
     from mmgfn.models.utils.neighbor_table import NeighborTable
     for key, path in _neighbor_files(cfg.to_dict(), ''):
-        if _is_remote(path) or not osp.isfile(osp.expanduser(path)):
+        if is_remote(path) or not osp.isfile(osp.expanduser(path)):
             continue  # missing files: check_train_config (training only)
         owner = key.rsplit('.', 1)[0] if '.' in key else ''
         owner_cfg = cfg
@@ -358,7 +238,7 @@ def _check_neighbor_files(cfg: Config, num_classes: Optional[int],
                    f'CHECKPOINT --out {path}, or point {key} at the table '
                    f'for {n} classes' if n else 'rebuild it with '
                    'tools/build_neighbors.py')
-            name = _type_name(owner_cfg) if owner else ''
+            name = type_name(owner_cfg) if owner else ''
             raise ConfigError(f'{key}{f" ({name})" if name else ""}: {e}; '
                               f'{fix}') from e
 
@@ -366,7 +246,7 @@ def _check_neighbor_files(cfg: Config, num_classes: Optional[int],
 def _dataset_classes(dataset: dict) -> Optional[Sequence[str]]:
     """The classes a dataset config declares (``metainfo.classes``, else
     its class's ``METAINFO``), looking through wrappers."""
-    for _, ds in _datasets(dataset, ''):
+    for _, ds in iter_datasets(dataset, ''):
         meta = ds.get('metainfo')
         if isinstance(meta, dict) and meta.get('classes'):
             return meta['classes']
@@ -388,7 +268,7 @@ def check_hooks(cfg: Config) -> None:
     Raises:
         ConfigError: Naming the hook, both keys and the fix.
     """
-    hooks = list(_find(cfg.get('custom_hooks') or [], 'custom_hooks',
+    hooks = list(find_type(cfg.get('custom_hooks') or [], 'custom_hooks',
                        'BackgroundRoIPerturbationHook'))
     loader = cfg.get('train_dataloader')
     if not hooks or not isinstance(loader, dict) or not isinstance(
@@ -419,8 +299,8 @@ def check_subsets(cfg: Config, dataloaders: List[str]) -> None:
         if not isinstance(loader, dict) or not isinstance(
                 loader.get('dataset'), dict):
             continue
-        for key, ds in _datasets(loader['dataset'], f'{loader_key}.dataset'):
-            if _type_name(ds) != 'ClassBalancedSubset' or not isinstance(
+        for key, ds in iter_datasets(loader['dataset'], f'{loader_key}.dataset'):
+            if type_name(ds) != 'ClassBalancedSubset' or not isinstance(
                     ds.get('dataset'), dict):
                 continue
             with DefaultScope.overwrite_default_scope(
@@ -446,7 +326,7 @@ def check_subsets(cfg: Config, dataloaders: List[str]) -> None:
 def _init_cfgs(node, key: str) -> Iterator[Tuple[str, dict]]:
     """``(config key, init_cfg)`` of every ``Pretrained`` initialisation
     (``<key>.init_cfg``, or ``<key>.init_cfg[i]`` in a list of them)."""
-    for sub, value in _entries(node, key, lambda name, _: name == 'init_cfg'):
+    for sub, value in find_key(node, key, 'init_cfg'):
         is_list = isinstance(value, (list, tuple))
         for i, item in enumerate(value if is_list else [value]):
             if isinstance(item, dict) and item.get('type') == 'Pretrained':
@@ -462,7 +342,7 @@ def check_pretrained(cfg: Config) -> None:
     """
     for key, init in _init_cfgs(cfg.get('model') or {}, 'model'):
         path = init.get('checkpoint')
-        if not isinstance(path, str) or _is_remote(path) or \
+        if not isinstance(path, str) or is_remote(path) or \
                 path.startswith(('torchvision://', 'open-mmlab://')):
             continue
         if not osp.isfile(osp.expanduser(path)):
@@ -501,7 +381,7 @@ def check_model_builds(cfg: Config) -> None:
         raise ConfigError(f'model: unknown component type: {hint}') from e
     except (ValueError, TypeError, AssertionError) as e:
         raise ConfigError(
-            f'model ({_type_name(model) or "model"}) refuses its config: '
+            f'model ({type_name(model) or "model"}) refuses its config: '
             f'{e}') from e
 
 
@@ -538,7 +418,7 @@ def check_types(cfg: Config, dataloaders: List[str]) -> None:
                 loader.get('dataset'), dict):
             continue
         scope = default
-        for key, ds in _datasets(loader['dataset'], f'{loader_key}.dataset'):
+        for key, ds in iter_datasets(loader['dataset'], f'{loader_key}.dataset'):
             scope = ds.get('_scope_') or scope
             _check_type(ds, key, DATASETS, scope)
             for i, t in enumerate(ds.get('pipeline') or []):
