@@ -1,10 +1,14 @@
 """Shared fixtures: real image files written to temporary folders."""
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import os.path as osp
+import runpy
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -126,6 +130,68 @@ def run_tool(args: list, env: dict = None, timeout: int = 600):
     return subprocess.run(
         cmd, cwd=ROOT, env=full_env, capture_output=True, text=True,
         timeout=timeout)
+
+
+_last_in_process_run = [0.0]
+
+
+def run_tool_in_process(args: list, env: dict = None):
+    """Run the Python tool ``args[0]`` (a path relative to the repository
+    root) in this process, as ``python args...`` from the repository root
+    would: the script runs as ``__main__`` (its own ``run_cli`` included)
+    with ``sys.argv = args``, ``env`` merged into ``os.environ``
+    (``PYTHONPATH`` entries also put first on ``sys.path``), stdout and
+    stderr captured. It saves a subprocess's 10-15 s of imports (torch,
+    mmengine, mmpretrain, mmdet) where the process itself is not what a
+    test checks.
+
+    mmengine names a Runner's logger, visualizer and default scope after
+    the config and the second it starts; two runs never start in the same
+    second here, so no run reuses another's logger or log folder.
+
+    Returns:
+        subprocess.CompletedProcess: ``returncode`` is 0, or the code of the
+        ``SystemExit`` the tool raised (2 for bad input); ``stdout`` and
+        ``stderr`` are what the tool printed and logged. Any other exception
+        propagates with its traceback (a subprocess would exit 1).
+    """
+    from mmengine.registry import DefaultScope
+    wait = 1.0 - (time.time() - int(_last_in_process_run[0]))
+    if int(time.time()) == int(_last_in_process_run[0]) and wait > 0:
+        time.sleep(wait)
+    env = dict(env or {})
+    saved_env, saved_path, saved_argv = dict(os.environ), list(
+        sys.path), list(sys.argv)
+    saved_cwd = os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    returncode = 0
+    DefaultScope._instance_dict.clear()
+    try:
+        os.environ.update(env)
+        if env.get('PYTHONPATH'):
+            sys.path[:0] = env['PYTHONPATH'].split(os.pathsep)
+        sys.argv = [str(a) for a in args]
+        os.chdir(ROOT)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(
+                err):
+            try:
+                runpy.run_path(osp.join(ROOT, args[0]), run_name='__main__')
+            except SystemExit as exc:
+                if exc.code is None or isinstance(exc.code, int):
+                    returncode = exc.code or 0
+                else:  # sys.exit('message'): printed, status 1
+                    print(exc.code, file=sys.stderr)
+                    returncode = 1
+    finally:
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        sys.path[:] = saved_path
+        os.environ.clear()
+        os.environ.update(saved_env)
+        DefaultScope._instance_dict.clear()
+        _last_in_process_run[0] = time.time()
+    return subprocess.CompletedProcess(args, returncode, out.getvalue(),
+                                       err.getvalue())
 
 
 def load_tool(path: str, name: str):

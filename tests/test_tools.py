@@ -1,11 +1,16 @@
-"""tools/train.py, tools/test.py and tools/dist_train.sh run for real."""
+"""tools/train.py, tools/test.py and tools/dist_train.sh run for real.
+
+The tools run in this process (:func:`conftest.run_tool_in_process`: the
+script as ``__main__``, the same Runner and logs) except where the process
+is what is checked: the distributed launch, and one exit status and
+one-line error per tool."""
 import json
 import os.path as osp
 import re
 
 import pytest
 from conftest import (DIGITS_CONFIG, ROOT, digits_options, run_tool,
-                      write_autocast_recorder)
+                      run_tool_in_process, write_autocast_recorder)
 
 
 def _check_ok(proc):
@@ -20,7 +25,7 @@ def _last_top1(text: str) -> float:
 
 def test_train_then_test_reads_back_metric(image_folder, tmp_path):
     work_dir = str(tmp_path / 'work')
-    proc = run_tool([
+    proc = run_tool_in_process([
         'tools/train.py', DIGITS_CONFIG, '--work-dir', work_dir,
         '--cfg-options', *digits_options(image_folder, max_epochs=3)
     ])
@@ -29,7 +34,7 @@ def test_train_then_test_reads_back_metric(image_folder, tmp_path):
     assert osp.isfile(ckpt)
 
     out_metrics = str(tmp_path / 'metrics.json')
-    proc = run_tool([
+    proc = run_tool_in_process([
         'tools/test.py', DIGITS_CONFIG, ckpt, '--work-dir', work_dir,
         '--out-metrics', out_metrics, '--cfg-options',
         *digits_options(image_folder)
@@ -47,12 +52,12 @@ def test_resume_flag_continues_from_latest(image_folder, tmp_path):
     work_dir = str(tmp_path / 'work')
     opts = digits_options(image_folder, max_epochs=1)
     _check_ok(
-        run_tool([
+        run_tool_in_process([
             'tools/train.py', DIGITS_CONFIG, '--work-dir', work_dir,
             '--cfg-options', *opts
         ]))
     opts = digits_options(image_folder, max_epochs=2)
-    proc = run_tool([
+    proc = run_tool_in_process([
         'tools/train.py', DIGITS_CONFIG, '--work-dir', work_dir, '--resume',
         '--cfg-options', *opts
     ])
@@ -71,8 +76,9 @@ def test_amp_runs_on_cpu(image_folder, tmp_path):
                                                        DIGITS_CONFIG)
     work_dir = str(tmp_path / 'work')
     opts = digits_options(image_folder, max_epochs=1)
-    proc = run_tool(['tools/train.py', config, '--work-dir', work_dir,
-                     '--amp', '--cfg-options', *opts], env=env)
+    proc = run_tool_in_process(['tools/train.py', config, '--work-dir',
+                                work_dir, '--amp', '--cfg-options', *opts],
+                               env=env)
     _check_ok(proc)
     cfg_dump = open(osp.join(work_dir, osp.basename(config))).read()
     assert 'mmgfn.DeviceAmpOptimWrapper' in cfg_dump
@@ -81,9 +87,10 @@ def test_amp_runs_on_cpu(image_folder, tmp_path):
     # 32 images, batch 8: 4 iterations, one forward each (no attack)
     assert [(e['phase'], e['iter'], e['attack']) for e in events] == [
         ('train', i, False) for i in range(4)]
-    proc = run_tool(['tools/test.py', config,
-                     osp.join(work_dir, 'epoch_1.pth'), '--work-dir',
-                     work_dir, '--amp', '--cfg-options', *opts], env=env)
+    proc = run_tool_in_process(['tools/test.py', config,
+                                osp.join(work_dir, 'epoch_1.pth'),
+                                '--work-dir', work_dir, '--amp',
+                                '--cfg-options', *opts], env=env)
     _check_ok(proc)
     with open(events_file) as f:
         test_events = json.load(f)
@@ -142,7 +149,7 @@ def test_missing_config_is_named(tmp_path):
 
 
 def test_unknown_component_type_is_named(image_folder, tmp_path):
-    proc = run_tool([
+    proc = run_tool_in_process([
         'tools/train.py', DIGITS_CONFIG, '--work-dir',
         str(tmp_path / 'w'), '--cfg-options',
         *digits_options(image_folder), 'model.backbone.type=NoSuchBackbone'
@@ -152,7 +159,7 @@ def test_unknown_component_type_is_named(image_folder, tmp_path):
 
 def test_missing_dataset_folder_is_named(tmp_path):
     missing = str(tmp_path / 'no_data')
-    proc = run_tool([
+    proc = run_tool_in_process([
         'tools/train.py', DIGITS_CONFIG, '--work-dir',
         str(tmp_path / 'w'), '--cfg-options', *digits_options(missing)
     ])
@@ -162,15 +169,15 @@ def test_missing_dataset_folder_is_named(tmp_path):
 def test_missing_checkpoint_is_named(image_folder, tmp_path):
     missing = str(tmp_path / 'missing.pth')
     opts = digits_options(image_folder)
-    proc = run_tool(['tools/test.py', DIGITS_CONFIG, missing,
+    proc = run_tool_in_process(['tools/test.py', DIGITS_CONFIG, missing,
                      '--cfg-options', *opts])
     _check_bad_input(proc, missing, 'checkpoint')
-    proc = run_tool([
+    proc = run_tool_in_process([
         'tools/train.py', DIGITS_CONFIG, '--work-dir',
         str(tmp_path / 'w'), '--resume', missing, '--cfg-options', *opts
     ])
     _check_bad_input(proc, missing, '--resume')
-    proc = run_tool([
+    proc = run_tool_in_process([
         'tools/train.py', DIGITS_CONFIG, '--work-dir',
         str(tmp_path / 'w'), '--cfg-options', *opts, f'load_from={missing}'
     ])
@@ -202,7 +209,7 @@ def test_test_tool_without_worker_processes(image_folder, tmp_path):
     import torch
     ckpt = str(tmp_path / 'model.pth')
     torch.save({'state_dict': _digits_model().state_dict()}, ckpt)
-    proc = run_tool([
+    proc = run_tool_in_process([
         'tools/test.py', DIGITS_CONFIG, ckpt, '--work-dir',
         str(tmp_path / 'work'), '--cfg-options',
         *digits_options(image_folder),
@@ -255,7 +262,7 @@ def test_eq4_neighbours_from_plain_dict_checkpoint(image_folder, tmp_path):
         'data_preprocessor.topk=2', 'model.head.loss.topk=2',
         f'neighbor_file={out}', f'data_preprocessor.neighbor_file={out}'
     ]
-    proc = run_tool([
+    proc = run_tool_in_process([
         'tools/build_neighbors.py', EQ4_CONFIG, ckpt, '--cfg-options',
         *options
     ])
@@ -266,7 +273,7 @@ def test_eq4_neighbours_from_plain_dict_checkpoint(image_folder, tmp_path):
     assert table['neighbors'] == _eq4_neighbors(model, image_folder, 2)
 
     work_dir = str(tmp_path / 'work')
-    proc = run_tool([
+    proc = run_tool_in_process([
         'tools/train.py', EQ4_CONFIG, '--work-dir', work_dir,
         '--cfg-options', *options, f'load_from={ckpt}'
     ])
