@@ -1,4 +1,7 @@
-"""tools/build_neighbors.py and the analysis tools on a trained tiny model."""
+"""tools/build_neighbors.py and the analysis tools on a trained tiny model.
+
+The tools run in this process (:func:`conftest.run_tool_in_process`)
+except for one exit status and one-line error per tool."""
 import json
 import os.path as osp
 import re
@@ -7,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DIGITS_CONFIG, digits_options, load_tool, run_tool, \
-    write_image_folder
+from conftest import (DIGITS_CONFIG, digits_options, load_tool, run_tool,
+                      run_tool_in_process)
 from mmgfn.apis import build_test_dataloader, collect_outputs, load_classifier
 from mmgfn.apis.embeddings import pairwise_similarity, ranks_from_similarity
 from mmgfn.models.utils import NeighborTable
@@ -25,13 +28,12 @@ def _ok(proc):
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp('analysis')
-    data_root = write_image_folder(str(root / 'images'))
-    work_dir = str(root / 'work')
-    _ok(run_tool(['tools/train.py', DIGITS_CONFIG, '--work-dir', work_dir,
-                  '--cfg-options', *digits_options(data_root, 2)]))
-    return data_root, osp.join(work_dir, 'epoch_2.pth'), root
+def trained(trained_digits, tmp_path_factory):
+    """The session's trained digits model (2 epochs): (image folder, last
+    checkpoint, a folder of this module's for outputs)."""
+    data_root, work_dir = trained_digits
+    return (data_root, osp.join(work_dir, 'epoch_2.pth'),
+            tmp_path_factory.mktemp('analysis'))
 
 
 def _opts(data_root):
@@ -44,7 +46,7 @@ def neighbors(trained):
     embeddings file, stdout)."""
     data_root, ckpt, root = trained
     out, emb_file = str(root / 'nbrs.json'), str(root / 'emb.pth')
-    stdout = _ok(run_tool([
+    stdout = _ok(run_tool_in_process([
         'tools/build_neighbors.py', DIGITS_CONFIG, ckpt, '--out', out,
         '--topk', '2', '--save-embeddings', emb_file, '--num-workers', '0',
         *_opts(data_root)
@@ -431,7 +433,7 @@ def test_rank_histogram_k_line_and_integer_ticks():
 def test_rank_histogram_command_line(trained):
     data_root, ckpt, root = trained
     out_dir = str(root / 'ranks_cli')
-    stdout = _ok(run_tool([
+    stdout = _ok(run_tool_in_process([
         RANKS, DIGITS_CONFIG, ckpt, '--corruptions', 'contrast',
         '--severities', '5', '--topk', '5', '--num-workers', '0',
         '--out-dir', out_dir, *_opts(data_root)
