@@ -1,7 +1,11 @@
 """tools/misc/generate_corrupted_dataset.py: layout, pixels equal to the
 on-the-fly transform, resuming (incomplete outputs redone, stale ``.part``
 files removed), stopping at a failed write, workers that die with the
-caller, bad input; resuming and stopping on the ImageNet-C recipe path too."""
+caller, bad input; resuming and stopping on the ImageNet-C recipe path too.
+
+The tool runs in this process (:func:`conftest.run_tool_in_process`) but
+where the process is what is checked: its exit status and error line for
+bad input, and its workers' end when it is killed."""
 import json
 import os
 import os.path as osp
@@ -14,7 +18,7 @@ import time
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT, run_tool
+from conftest import ROOT, run_tool, run_tool_in_process
 from mmcv.transforms import LoadImageFromFile
 from PIL import Image
 
@@ -53,7 +57,7 @@ def test_tool_layout_and_pixels_equal_the_transform(tmp_path):
     src, out = str(tmp_path / 'images'), str(tmp_path / 'images-c')
     rels = write_sources(src)
     corruptions = ('gaussian_noise', 'frost', 'glass_blur')
-    proc = run_tool([
+    proc = run_tool_in_process([
         TOOL, src, out, '--corruptions', *corruptions, '--severities', '1',
         '3', '--workers', '2'
     ])
@@ -499,7 +503,7 @@ def test_imagenet_c_recipe_stops_at_the_first_failed_write(tmp_path):
     args = [TOOL, src, out, '--recipe', 'imagenet-c', '--corruptions',
             'brightness', 'contrast', '--severities', '1', '2', '--workers',
             '1', '--no-progress']
-    proc = run_tool(args)
+    proc = run_tool_in_process(args)
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if 'error' in line]
     assert len(errors) == 1 and 'Traceback' not in proc.stderr
@@ -530,7 +534,7 @@ def test_tool_with_the_torch_backend(tmp_path):
     outs = {}
     for backend in ('imagecorruptions', 'torch'):
         out = outs[backend] = str(tmp_path / backend)
-        proc = run_tool([
+        proc = run_tool_in_process([
             TOOL, src, out, '--corruptions', 'glass_blur', 'snow',
             'pixelate', 'saturate', '--severities', '2', '--backend',
             backend, '--device', 'cpu', '--no-progress'
@@ -551,7 +555,7 @@ def test_tool_with_the_torch_backend(tmp_path):
     # the torch backend did run: float32 rounding moves a few values of
     # saturate's HSV round trip by one grey level
     assert differ > 0
-    proc = run_tool([
+    proc = run_tool_in_process([
         TOOL, src, outs['torch'], '--corruptions', 'fog', '--severities',
         '2', '--no-progress'
     ])
