@@ -1,18 +1,16 @@
 """tools/analysis_tools/benchmark_*.py run on tiny settings and print
-ratios consistent with the numbers they print."""
+ratios consistent with the numbers they print (in this process, see
+:func:`conftest.run_tool_in_process`: the checks are of consistency, not
+of a process)."""
 import argparse
 import json
 import re
 
 import pytest
 import torch
-from conftest import load_tool, run_tool
+from conftest import load_tool, run_tool_in_process
 
 GFN_STEP = 'tools/analysis_tools/benchmark_gfn_step.py'
-# the checks are of consistency, not speed: one thread keeps the run short
-# on a machine whose cores are busy with other work (OpenMP threads that
-# wait for a descheduled peer slow a small step down tenfold)
-ONE_THREAD = dict(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
 COLUMNS = ('model', 'dtype', 'batch', 'plain ms', 'GFN ms', 'time ratio',
            'plain peak MB', 'GFN peak MB', 'memory ratio')
 
@@ -48,11 +46,11 @@ def _check_ratio(ratio: str, num: str, den: str) -> None:
 @pytest.fixture(scope='module')
 def gfn_step(tmp_path_factory):
     out = str(tmp_path_factory.mktemp('bench') / 'bench.json')
-    stdout = _ok(run_tool([
+    stdout = _ok(run_tool_in_process([
         GFN_STEP, '--device', 'cpu', '--models', 'resnet-tiny',
         'faster-rcnn-r18', '--steps', '2', '--warmup', '1', '--batch-size',
         '2', '--det-size', '64', '64', '--json', out
-    ], env=ONE_THREAD, timeout=300))
+    ]))
     with open(out) as f:
         return stdout, json.load(f)
 
@@ -121,12 +119,12 @@ def test_gfn_step_batches_are_seeded_and_sized():
 
 
 def test_corruption_generation_benchmark_prints_its_ratio(tmp_path):
-    stdout = _ok(run_tool([
+    stdout = _ok(run_tool_in_process([
         'tools/analysis_tools/benchmark_corruption_generation.py',
         '--num-images', '2', '--size', '64', '48', '--corruptions',
         'gaussian_noise', '--severities', '1', '--workers', '1',
         '--work-dir', str(tmp_path / 'work')
-    ], timeout=300))
+    ]))
     single = re.search(
         r'single process, imagecorruptions: 2 images in [0-9.]+ s = '
         r'([0-9.]+) images/s', stdout)
@@ -147,12 +145,12 @@ def test_corruption_generation_benchmark_prints_its_ratio(tmp_path):
 
 def test_corruption_backend_benchmark_prints_both_rates_and_ratios(
         tmp_path):
-    stdout = _ok(run_tool([
+    stdout = _ok(run_tool_in_process([
         'tools/analysis_tools/benchmark_corruption_generation.py',
         '--compare-backends', '--num-images', '2', '--size', '64', '48',
         '--corruptions', 'contrast', 'glass_blur', '--severities', '1', '5',
         '--work-dir', str(tmp_path / 'work')
-    ], timeout=300))
+    ]))
     assert 'images/s, 2 images of 64x48, severities [1, 5]' in stdout
     rows = re.findall(r'^(\w+) +([0-9.]+) +([0-9.]+) +([0-9.]+)x', stdout,
                       re.M)
