@@ -8,7 +8,7 @@ from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope, init_default_scope
 
-from conftest import ROOT, run_tool
+from conftest import ROOT, run_tool_in_process
 from mmgfn.models import (NeighborAdversarialDataPreprocessor,
                           NeighborWeightedCELoss)
 from mmgfn.models.utils import NeighborTable
@@ -131,9 +131,11 @@ def test_ablations_differ_from_gfn_only_where_they_should(neighbor_file):
 
 def test_headline_command_reaches_the_data(tmp_path):
     """`tools/dist_train.sh configs/gfn_vit-b_in1k.py 4` on a machine without
-    the checkpoint/ImageNet stops at once, naming what is missing."""
-    proc = run_tool(['tools/train.py', 'configs/gfn_vit-b_in1k.py',
-                     '--work-dir', str(tmp_path)])
+    the checkpoint/ImageNet stops at once, naming what is missing (the tool
+    in this process; test_tools.py checks its exit status as a process)."""
+    proc = run_tool_in_process(['tools/train.py',
+                                'configs/gfn_vit-b_in1k.py', '--work-dir',
+                                str(tmp_path)])
     assert proc.returncode == 2, proc.stderr[-2000:]
     err = proc.stderr.strip().splitlines()[-1]
     assert err.startswith('train.py: error:')

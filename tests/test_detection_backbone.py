@@ -5,7 +5,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope, init_default_scope
 
-from conftest import ROOT, digits_options, run_tool, write_coco
+from conftest import ROOT, digits_options, run_tool_in_process, write_coco
 from mmgfn.registry import MODELS
 from mmgfn.utils import load_from_local
 
@@ -17,14 +17,15 @@ DET = osp.join(ROOT, 'configs', 'detection',
 def test_vit_sfp_detector_loads_classifier_backbone_and_trains(
         image_folder, tmp_path):
     # a (tiny) GFN classifier checkpoint, written by tools/train.py
+    # (in this process, see conftest.run_tool_in_process)
     # (ViT heads start at zero: train plainly first, then fine-tune with GFN)
     plain, work = str(tmp_path / 'plain'), str(tmp_path / 'cls')
-    proc = run_tool([
+    proc = run_tool_in_process([
         'tools/train.py', VIT_TINY, '--work-dir', plain, '--cfg-options',
         *digits_options(image_folder, 1)
     ])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = run_tool([
+    proc = run_tool_in_process([
         'tools/train.py', VIT_TINY, '--work-dir', work, '--cfg-options',
         *digits_options(image_folder, 1),
         f'load_from={osp.join(plain, "epoch_1.pth")}',
