@@ -82,6 +82,7 @@ HOOK_PY = 'mmgfn/engine/hooks/background_roi_perturbation_hook.py'
 INFER_PY = 'mmgfn/apis/inference.py'
 CORRUPT_PY = 'mmgfn/datasets/transforms/corruption.py'
 METRICS_PY = 'mmgfn/evaluation/functional/robustness.py'
+BENCHMARKS_PY = 'mmgfn/datasets/benchmarks.py'
 TOOL_PY = 'mmgfn/evaluation/robustness_sweep/suite.py'
 LOOP_PY = 'mmgfn/engine/runner/robustness_test_loop.py'
 GENERATION_PY = 'mmgfn/datasets/corruption_generation.py'
@@ -574,7 +575,7 @@ MUTANTS: List[Mutant] = [
       "order = np.argsort(scores, axis=-1, kind='stable')",
       'top-k classes are the lowest scores',
       f'{METRICS}::test_topk_classes_breaks_ties_towards_the_lower_index'),
-    M('metric-noise-suffix', METRICS_PY,
+    M('metric-noise-suffix', BENCHMARKS_PY,
       "return 'noise' in name", "return name.endswith('noise')",
       'difficulty folders gaussian_noise_2/_3 compared frame to frame',
       f'{METRICS}::test_noise_difficulty_folders_compare_with_frame_0'),
