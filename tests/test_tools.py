@@ -4,11 +4,14 @@ The tools run in this process (:func:`conftest.run_tool_in_process`: the
 script as ``__main__``, the same Runner and logs) except where the process
 is what is checked: the distributed launch, and one exit status and
 one-line error per tool."""
+import gc
 import json
 import os.path as osp
 import re
+import socket
 
 import pytest
+import torch
 from conftest import (DIGITS_CONFIG, ROOT, digits_options, run_tool,
                       run_tool_in_process, write_autocast_recorder)
 
@@ -130,6 +133,46 @@ def test_dist_train_and_test_two_processes_gloo(image_folder, tmp_path):
         top1 = json.load(f)['accuracy/top1']
     assert top1 == pytest.approx(_last_top1(proc.stdout + proc.stderr),
                                  abs=1e-3)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def test_distributed_run_frees_its_model_before_the_group(
+        image_folder, tmp_path):
+    """A distributed run (gloo, one rank, in this process) leaves no
+    ``MMDistributedDataParallel`` behind when its process group is
+    destroyed: the finished Runner sits in reference cycles, and a wrapper
+    left to them keeps the gloo group alive until the interpreter's
+    teardown, where it can abort the rank (SIGABRT). The collector is off
+    during the run, so only the tool's own collection can free them."""
+    env = dict(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1',
+               MASTER_ADDR='127.0.0.1', MASTER_PORT=str(_free_port()))
+    gc.collect()
+    gc.disable()
+    try:
+        proc = run_tool_in_process([
+            'tools/train.py', DIGITS_CONFIG, '--work-dir',
+            str(tmp_path / 'work'), '--launcher',
+            'pytorch', '--cfg-options',
+            *digits_options(image_folder, max_epochs=1)
+        ], env=env)
+        alive = [
+            type(obj).__name__ for obj in gc.get_objects()
+            if isinstance(obj, torch.nn.parallel.DistributedDataParallel)
+        ]
+        initialized = torch.distributed.is_initialized()
+    finally:
+        gc.enable()
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    _check_ok(proc)
+    assert 'Distributed launcher: pytorch' in proc.stdout + proc.stderr
+    assert not initialized
+    assert alive == []
 
 
 def _check_bad_input(proc, *names):

@@ -20,6 +20,7 @@ The tools follow mmpretrain's and mmdet's (same flags, same precedence of
   ``MMGFN_TRACEBACK=1`` to see the full traceback as well.
 """
 import argparse
+import gc
 import os
 import os.path as osp
 import sys
@@ -152,9 +153,20 @@ def shutdown_distributed() -> None:
     Left to the interpreter's teardown, a gloo process group can abort a
     rank after its work is done (``terminate called without an active
     exception``, exit -6), which torchrun reports as a failed run.
+
+    Destroying the group only drops the default group's own reference: the
+    finished Runner lives on in reference cycles (hooks, loops and the
+    message hub point back at it), and with it the
+    ``MMDistributedDataParallel`` wrapper, whose reducer holds the group.
+    The group would then be freed whenever the cyclic garbage collector
+    happens to run, or during interpreter finalisation, while gloo's
+    threads still hold work. So the cycles are collected first, while the
+    interpreter is whole, and the group is freed by the destroy call
+    itself.
     """
     if torch.distributed.is_available() and \
             torch.distributed.is_initialized():
+        gc.collect()
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
