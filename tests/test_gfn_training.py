@@ -1,4 +1,8 @@
-"""GFN training through the real tools: DDP (gloo), --amp, resume."""
+"""GFN training through the real tools: DDP (gloo), --amp, resume.
+
+``--amp`` and ``--resume`` run ``tools/train.py`` in this process
+(:func:`conftest.run_tool_in_process`); the distributed launch is a
+process of its own, as it is what is checked."""
 import json
 import math
 import os.path as osp
@@ -6,7 +10,7 @@ import os.path as osp
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import (ROOT, digits_options, run_tool,
+from conftest import (ROOT, digits_options, run_tool, run_tool_in_process,
                       write_autocast_recorder)
 
 from mmgfn.utils import load_from_local
@@ -91,7 +95,7 @@ def test_amp_attack_and_training_forward_run_in_bfloat16(image_folder,
     config, events_file, env = write_autocast_recorder(tmp_path,
                                                        GFN_CONFIG)
     work_dir = str(tmp_path / 'work')
-    proc = run_tool([
+    proc = run_tool_in_process([
         'tools/train.py', config, '--amp', '--work-dir', work_dir,
         '--cfg-options', *_gfn_options(image_folder, max_epochs=1)
     ], env=env)
@@ -112,8 +116,10 @@ def test_resume_keeps_the_neighbour_table(image_folder, tmp_path):
         'default_hooks.checkpoint.interval=1',
         'default_hooks.checkpoint.max_keep_ckpts=3'
     ]
-    proc = run_tool(['tools/train.py', GFN_CONFIG, '--work-dir', work_dir,
-                     '--cfg-options', *opts, 'train_cfg.max_epochs=1'])
+    proc = run_tool_in_process([
+        'tools/train.py', GFN_CONFIG, '--work-dir', work_dir, '--cfg-options',
+        *opts, 'train_cfg.max_epochs=1'
+    ])
     _check_ok(proc)
     assert 'neighbour table built from head weights at training step 0' in (
         proc.stdout + proc.stderr)
@@ -121,8 +127,10 @@ def test_resume_keeps_the_neighbour_table(image_folder, tmp_path):
     table = first['data_preprocessor.neighbor_table.neighbors']
     head = first['head.fc.weight']
 
-    proc = run_tool(['tools/train.py', GFN_CONFIG, '--work-dir', work_dir,
-                     '--resume', '--cfg-options', *opts])
+    proc = run_tool_in_process([
+        'tools/train.py', GFN_CONFIG, '--work-dir', work_dir, '--resume',
+        '--cfg-options', *opts
+    ])
     _check_ok(proc)
     log = proc.stdout + proc.stderr
     assert 'resumed epoch: 1, iter: 4' in log

@@ -87,9 +87,22 @@ param_scheduler = dict(T_max=1)
 default_hooks = dict(logger=dict(interval=1))
 """
 
-CHECK = """
-import os.path as osp, sys
-site = sys.argv[1]
+# One process, as a downstream user's would be with only the wheel on the
+# path: first mim's route (<package>/.mim/tools/train.py CONFIG, run as the
+# script it is, with its folder first on sys.path), then checks of where
+# mmgfn and its configs came from. The tool runs first, so it imports all it
+# needs by itself.
+RUN_THEN_CHECK = """
+import os.path as osp, runpy, sys
+site, tool, work_dir = sys.argv[1:4]
+sys.argv = [tool, 'downstream.py', '--work-dir', work_dir]
+sys.path.insert(0, osp.dirname(tool))
+try:
+    runpy.run_path(tool, run_name='__main__')
+except SystemExit as exc:
+    assert not exc.code, exc.code
+del sys.path[0]
+print('train ok')
 import mmgfn
 assert osp.abspath(mmgfn.__file__).startswith(osp.abspath(site)), \\
     mmgfn.__file__
@@ -130,17 +143,13 @@ def test_downstream_config_inherits_from_wheel_install(installed, tmp_path):
     data = write_image_folder(str(tmp_path / 'images'))
     (work / 'downstream.py').write_text(DOWNSTREAM.format(root=data))
     (work / 'vit.py').write_text("_base_ = ['mmgfn::gfn_vit-b_in1k.py']\n")
-    (work / 'check.py').write_text(textwrap.dedent(CHECK))
-    proc = _run([sys.executable, 'check.py', installed], work, installed)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert 'downstream ok' in proc.stdout
-
-    # mim's route: <package>/.mim/tools/train.py CONFIG, run from anywhere
+    (work / 'check.py').write_text(textwrap.dedent(RUN_THEN_CHECK))
     tool = osp.join(installed, 'mmgfn', '.mim', 'tools', 'train.py')
-    proc = _run([
-        sys.executable, tool, 'downstream.py', '--work-dir',
-        str(work / 'work')
-    ], work, installed)
+    proc = _run([sys.executable, 'check.py', installed, tool,
+                 str(work / 'work')], work, installed)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # mim's route trained, validated and saved from the downstream folder
+    assert 'train ok' in proc.stdout
     assert osp.isfile(work / 'work' / 'epoch_1.pth')
     assert 'Epoch(val) [1]' in proc.stdout + proc.stderr
+    assert 'downstream ok' in proc.stdout

@@ -798,6 +798,13 @@ MUTANTS: List[Mutant] = [
       'seed_path_root=seed_path_root or src_dir)',
       'a resumed generation with the other backend mixes files',
       f'{GENERATION}::test_resume_with_other_settings_is_refused'),
+    # the tools' end of a distributed run
+    M('dist-group-freed-at-teardown', 'mmgfn/apis/cli.py',
+      '        gc.collect()\n', '        pass\n',
+      'the DDP wrapper (and the gloo group it holds) is left to the '
+      'interpreter\'s teardown',
+      'tests/test_tools.py::'
+      'test_distributed_run_frees_its_model_before_the_group'),
 ]
 
 # --------------------------------------------------------------- running
