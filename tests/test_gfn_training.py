@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import (ROOT, digits_options, run_tool, run_tool_in_process,
-                      write_autocast_recorder)
+                      write_autocast_recorder, write_image_folder)
 
 from mmgfn.utils import load_from_local
 
@@ -179,7 +179,18 @@ def _run_recorded(config, options, work_dir):
                 model=model)
 
 
-def test_gfn_nbr_and_plain_differ_only_where_they_should(image_folder,
+@pytest.fixture(scope='module')
+def gfn_epoch(tmp_path_factory):
+    """One recorded GFN epoch (:func:`_run_recorded`) on a 4-class image
+    folder, shared read-only: (image folder, work dir, the record)."""
+    root = tmp_path_factory.mktemp('gfn_epoch')
+    images = write_image_folder(str(root / 'images'))
+    work_dir = root / 'gfn'
+    return images, work_dir, _run_recorded(GFN_CONFIG,
+                                           _gfn_options(images, 1), work_dir)
+
+
+def test_gfn_nbr_and_plain_differ_only_where_they_should(gfn_epoch,
                                                           tmp_path):
     """From one seed, through the Runner and the digits configs: plain
     fine-tuning, Nbr. (the GFN config with loss scale 0, as
@@ -189,14 +200,14 @@ def test_gfn_nbr_and_plain_differ_only_where_they_should(image_folder,
     cross-entropy, GFN's the neighbour-weighted margin loss computed here
     from the table); plain trains on the clean batch. All three end in
     different weights."""
+    image_folder, _, gfn_run = gfn_epoch
     opts = digits_options(image_folder, max_epochs=1)
     runs = dict(
         plain=_run_recorded(FINETUNE_CONFIG, opts, tmp_path / 'plain'),
         nbr=_run_recorded(GFN_CONFIG,
                           _gfn_options(image_folder, 1) +
                           ['model.head.loss.scale=0.0'], tmp_path / 'nbr'),
-        gfn=_run_recorded(GFN_CONFIG, _gfn_options(image_folder, 1),
-                          tmp_path / 'gfn'))
+        gfn=gfn_run)
     plain, nbr, gfn = runs['plain'], runs['nbr'], runs['gfn']
     for run in runs.values():
         assert len(run['inputs']) == len(run['losses']) == 4  # 32 / 8
@@ -230,20 +241,19 @@ def test_gfn_nbr_and_plain_differ_only_where_they_should(image_folder,
                                runs[b]['final']['head.fc.weight']), (a, b)
 
 
-def test_unperturbed_share_is_in_the_training_log(image_folder, tmp_path):
+def test_unperturbed_share_is_in_the_training_log(gfn_epoch):
     """The share of samples the attack left unperturbed goes to mmengine's
     message hub and from there to ``train.log`` and the scalar log, one
     value per logged iteration (here 0: every sample is attacked)."""
     import glob
-    _run_recorded(GFN_CONFIG, _gfn_options(image_folder, 1),
-                  tmp_path / 'gfn')
-    logs = glob.glob(str(tmp_path / 'gfn' / '*' / '*.log'))
+    work_dir = gfn_epoch[1]
+    logs = glob.glob(str(work_dir / '*' / '*.log'))
     assert len(logs) == 1, logs
     lines = [line for line in open(logs[0]) if 'Epoch(train)' in line]
     assert len(lines) == 4  # 32 images / batch 8, logger interval 1
     assert all('gfn_unperturbed: 0.0000' in line for line in lines), lines
     scalars = glob.glob(
-        str(tmp_path / 'gfn' / '*' / 'vis_data' / 'scalars.json'))
+        str(work_dir / '*' / 'vis_data' / 'scalars.json'))
     records = [json.loads(line) for line in open(scalars[0])]
     shares = [r['gfn_unperturbed'] for r in records if 'loss' in r]
     assert shares == [0.0] * 4
