@@ -208,15 +208,18 @@ def check_neighbor_settings(cfg: Config) -> None:
                 f'{pre_key}.num_classes={n} (NeighborAdversarialData'
                 f'Preprocessor) differs from {classes_key}={num_classes}; '
                 'set both to the number of classes of the dataset')
+    losses = list(find_type(cfg.get('model') or {}, 'model',
+                            'NeighborWeightedCELoss'))
     for key, hook in _perturbation_hooks(cfg):
-        BackgroundRoIPerturbationHook.check_args(hook, key, num_classes,
-                                                 classes_key)
+        BackgroundRoIPerturbationHook.check_args(
+            hook, key, num_classes, classes_key,
+            loss_uses_table=any(not loss.get('neighbor_file')
+                                for _, loss in losses))
         if table_topk is None:
             table_topk = with_defaults(BackgroundRoIPerturbationHook,
                                        hook)['topk']
             table_key = f'{key}.topk'
-    for key, loss in find_type(cfg.get('model') or {}, 'model',
-                               'NeighborWeightedCELoss'):
+    for key, loss in losses:
         NeighborWeightedCELoss.check_args(loss, key, num_classes,
                                           classes_key, table_topk, table_key)
 

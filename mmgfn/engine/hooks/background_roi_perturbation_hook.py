@@ -154,12 +154,15 @@ class BackgroundRoIPerturbationHook(Hook):
                    args: dict,
                    key: str = 'custom_hooks',
                    num_classes: Optional[int] = None,
-                   classes_key: str = '') -> None:
+                   classes_key: str = '',
+                   loss_uses_table: bool = False) -> None:
         """The value checks of the constructor, on its arguments or its
         config dict (missing entries take the constructor's defaults), and,
         given the detector's class count, ``topk`` and ``neighbor_file``
-        against it, so that a whole-config check refuses a config before
-        building anything.
+        against it where the hook keeps a neighbour table
+        (``neighbor_ratio > 0``, a ``neighbor_file``, or a
+        :class:`NeighborWeightedCELoss` that uses the hook's table), so that
+        a whole-config check refuses a config before building anything.
 
         Args:
             args (dict): The constructor's arguments, or the config dict.
@@ -167,6 +170,8 @@ class BackgroundRoIPerturbationHook(Hook):
                 messages. Defaults to ``'custom_hooks'``.
             num_classes (int, optional): The detector's class count.
             classes_key (str): The config key of ``num_classes``.
+            loss_uses_table (bool): Whether a loss of the detector reads the
+                hook's table. Defaults to False.
 
         Raises:
             ConfigError: One line naming ``<key>.<argument>`` and the fix.
@@ -190,7 +195,9 @@ class BackgroundRoIPerturbationHook(Hook):
                 raise ConfigError(f'{key}.{name}={value!r} ({owner}) must '
                                   f'be an integer >= {low}')
         check_similarity(args['similarity'], f'{key} ({owner})')
-        if isinstance(num_classes, int):
+        uses_table = loss_uses_table or bool(args['neighbor_file']) or (
+            isinstance(ratio, Number) and ratio > 0)
+        if isinstance(num_classes, int) and uses_table:
             check_topk(args['topk'], num_classes, key=key, owner=owner,
                        classes_key=classes_key)
             check_neighbor_file(args['neighbor_file'], num_classes, key,
