@@ -11,9 +11,11 @@ from mmengine.registry import DefaultScope, init_default_scope
 from mmengine.runner import Runner
 
 from conftest import (autocast_recorder, pythonpath_env, run_tool,
-                      write_coco, write_det_config as write_config)
+                      run_tool_in_process, write_coco,
+                      write_det_config as write_config)
 from mmgfn.engine.hooks import BackgroundRoIPerturbationHook
 from mmgfn.registry import MODELS
+from mmgfn.utils.errors import ConfigError
 
 
 def _runner(cfg_path, work_dir):
@@ -187,11 +189,21 @@ def test_refuses_detector_without_roi_head_and_class_mismatch(tmp_path):
                        'RetinaNet has none'):
         BackgroundRoIPerturbationHook().bind(retina)
 
-    # through the real tools: a 3-class detector on a 2-class dataset
+    # bind: the hook's own class-count check (the one preflight runs too)
+    two_classes = MODELS.build(
+        Config.fromfile(write_config(tmp_path, root)).model)
+    with pytest.raises(ConfigError, match=r'^custom_hooks '
+                       r'\(BackgroundRoIPerturbationHook\): the detector has '
+                       '2 classes but the training dataset has 3 '):
+        BackgroundRoIPerturbationHook().bind(two_classes,
+                                             ['person', 'car', 'bus'])
+    BackgroundRoIPerturbationHook().bind(two_classes, ['person', 'car'])
+
+    # through the real tool: a 3-class detector on a 2-class dataset
     path = write_config(tmp_path, root, epochs=1, num_classes=3)
-    proc = run_tool(['tools/train.py', path, '--work-dir',
-                     str(tmp_path / 'work')])
-    assert proc.returncode != 0
+    proc = run_tool_in_process(['tools/train.py', path, '--work-dir',
+                                str(tmp_path / 'work')])
+    assert proc.returncode == 2
     assert 'the detector has 3 classes but the training dataset has 2' in (
         proc.stdout + proc.stderr)
 

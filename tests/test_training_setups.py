@@ -1,7 +1,11 @@
 """GFN in real training setups: the preprocessor finds the right model
 (pickling, deep copies, custom train steps, shared preprocessors, FSDP
 refused), the neighbour table's precedence (file, load_from, resume), and
-evaluation without training-only files."""
+evaluation without training-only files.
+
+The tools run in this process (:func:`conftest.run_tool_in_process`): what
+these tests check is what the runs log and save, not the processes.
+"""
 import copy
 import io
 import os.path as osp
@@ -15,7 +19,7 @@ from mmengine.registry import DefaultScope, init_default_scope
 from mmpretrain.models import ImageClassifier
 from mmpretrain.structures import DataSample
 
-from conftest import (ROOT, digits_options, make_image, run_tool,
+from conftest import (ROOT, digits_options, make_image, run_tool_in_process,
                       write_image_folder)
 from mmgfn.models.utils import NeighborTable
 from mmgfn.registry import MODELS
@@ -245,8 +249,9 @@ def _file_options(data_root, neighbor_file, max_epochs=1):
 
 
 def _train(work_dir, options, *flags):
-    proc = run_tool(['tools/train.py', GFN_CONFIG, '--work-dir',
-                     str(work_dir), *flags, '--cfg-options', *options])
+    proc = run_tool_in_process(['tools/train.py', GFN_CONFIG, '--work-dir',
+                                str(work_dir), *flags, '--cfg-options',
+                                *options])
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     return log
@@ -308,14 +313,14 @@ def test_plain_checkpoint_is_no_missing_key_alarm(first_run):
 
 def test_evaluation_needs_no_neighbour_file(first_run):
     missing = str(first_run['tmp'] / 'never_written.json')
-    proc = run_tool([
+    proc = run_tool_in_process([
         'tools/test.py', GFN_CONFIG, str(first_run['checkpoint']),
         '--work-dir', str(first_run['tmp'] / 'test'), '--cfg-options',
         *_file_options(first_run['data_root'], missing)
     ])
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert 'metrics: {"accuracy/top1"' in proc.stdout
-    proc = run_tool([
+    proc = run_tool_in_process([
         'tools/test_robustness.py', GFN_CONFIG, str(first_run['checkpoint']),
         '--suite', 'corrupt', '--corruptions', 'gaussian_noise',
         '--severities', '0', '1', '--allow-partial', '--work-dir',
@@ -325,9 +330,11 @@ def test_evaluation_needs_no_neighbour_file(first_run):
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert (first_run['tmp'] / 'sweep' / 'results.json').is_file()
     # training does need it, and says so before anything runs
-    proc = run_tool(['tools/train.py', GFN_CONFIG, '--work-dir',
-                     str(first_run['tmp'] / 'no_file'), '--cfg-options',
-                     *_file_options(first_run['data_root'], missing)])
+    proc = run_tool_in_process([
+        'tools/train.py', GFN_CONFIG, '--work-dir',
+        str(first_run['tmp'] / 'no_file'), '--cfg-options',
+        *_file_options(first_run['data_root'], missing)
+    ])
     assert proc.returncode != 0
     assert (f'neighbour file "{missing}" does not exist '
             '(data_preprocessor.neighbor_file)') in proc.stderr
