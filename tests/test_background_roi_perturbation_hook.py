@@ -178,7 +178,8 @@ def test_cascade_rcnn_and_neighbour_targets(tmp_path):
     assert 0 < (x_adv - data['inputs']).abs().max() <= 0.01 + 1e-6
 
 
-def test_refuses_detector_without_roi_head_and_class_mismatch(tmp_path):
+def test_refuses_detector_without_roi_head_and_class_mismatch(
+        trained, tmp_path):
     root = write_coco(str(tmp_path / 'coco'), num_images=4)
     cfg = Config.fromfile(
         write_config(tmp_path, root, model='retinanet_r50_fpn'))
@@ -190,8 +191,7 @@ def test_refuses_detector_without_roi_head_and_class_mismatch(tmp_path):
         BackgroundRoIPerturbationHook().bind(retina)
 
     # bind: the hook's own class-count check (the one preflight runs too)
-    two_classes = MODELS.build(
-        Config.fromfile(write_config(tmp_path, root)).model)
+    two_classes = trained.model  # bind leaves it as it is
     with pytest.raises(ConfigError, match=r'^custom_hooks '
                        r'\(BackgroundRoIPerturbationHook\): the detector has '
                        '2 classes but the training dataset has 3 '):
@@ -326,8 +326,8 @@ def test_amp_train_and_test_with_hook(tmp_path):
     lines, events_file, env = autocast_recorder(tmp_path)
     path = write_config(tmp_path, root, epochs=1, extra=lines)
     work_dir = str(tmp_path / 'work')
-    proc = run_tool(['tools/train.py', path, '--amp', '--work-dir',
-                     work_dir], env=env)
+    proc = run_tool_in_process(['tools/train.py', path, '--amp',
+                                '--work-dir', work_dir], env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(events_file) as f:
         events = json.load(f)
@@ -335,8 +335,9 @@ def test_amp_train_and_test_with_hook(tmp_path):
     # image: attack_chunk=1) then the loss's
     assert [(e['phase'], e['iter'], e['attack']) for e in events] == [
         ('train', 0, True)] * 4 + [('train', 0, False)]
-    proc = run_tool(['tools/test.py', path, osp.join(work_dir, 'epoch_1.pth'),
-                     '--amp', '--work-dir', work_dir], env=env)
+    proc = run_tool_in_process(['tools/test.py', path,
+                                osp.join(work_dir, 'epoch_1.pth'), '--amp',
+                                '--work-dir', work_dir], env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'metrics: {"coco/bbox_mAP"' in proc.stdout
     with open(events_file) as f:

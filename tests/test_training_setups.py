@@ -176,11 +176,29 @@ def _fsdp_rank(rank, world_size, port, out_dir):
         dist.destroy_process_group()
 
 
-def test_fsdp_is_refused_with_a_message(tmp_path):
+def _sharded_ranks(rank, world_size, out_dir):
+    """One process of 2: FSDP1 (:func:`_fsdp_rank`), then FSDP2
+    (:func:`_fully_shard_rank`), each in a process group of its own."""
+    _fsdp_rank(rank, world_size, 29543, osp.join(out_dir, 'fsdp'))
+    _fully_shard_rank(rank, world_size, 29547,
+                      osp.join(out_dir, 'fully_shard'))
+
+
+@pytest.fixture(scope='module')
+def sharded(tmp_path_factory):
+    """The messages of both sharded setups, from one spawn of 2 gloo
+    processes (each imports torch and mmgfn once for both)."""
     import torch.multiprocessing as mp
-    mp.spawn(_fsdp_rank, args=(2, 29543, str(tmp_path)), nprocs=2)
+    tmp = tmp_path_factory.mktemp('sharded')
+    for name in ('fsdp', 'fully_shard'):
+        (tmp / name).mkdir()
+    mp.spawn(_sharded_ranks, args=(2, str(tmp)), nprocs=2)
+    return tmp
+
+
+def test_fsdp_is_refused_with_a_message(sharded):
     for rank in range(2):
-        message = (tmp_path / f'rank{rank}.txt').read_text()
+        message = (sharded / 'fsdp' / f'rank{rank}.txt').read_text()
         assert 'does not support FullyShardedDataParallel' in message, \
             message
 
@@ -215,14 +233,13 @@ def _fully_shard_rank(rank, world_size, port, out_dir):
         dist.destroy_process_group()
 
 
-def test_fully_shard_is_refused_with_a_message(tmp_path):
+def test_fully_shard_is_refused_with_a_message(sharded):
     """FSDP2 (``fully_shard``, which changes the model's class instead of
     wrapping it) is refused as FSDP1 is, by the classification attack at
     its first training step and by the detection hook's bind."""
-    import torch.multiprocessing as mp
-    mp.spawn(_fully_shard_rank, args=(2, 29547, str(tmp_path)), nprocs=2)
     for rank in range(2):
-        pre, hook = (tmp_path / f'rank{rank}.txt').read_text().split('\n')
+        pre, hook = (sharded / 'fully_shard' /
+                     f'rank{rank}.txt').read_text().split('\n')
         assert 'does not support fully_shard' in pre, pre
         assert 'does not support sharded models' in hook, hook
 

@@ -35,7 +35,7 @@ from mmgfn.models.utils.neighbor_table import (bbox_classes_key,
                                                last_bbox_head)
 from mmgfn.registry import HOOKS
 from mmgfn.utils.config_walk import with_defaults
-from mmgfn.utils.errors import ConfigError
+from mmgfn.utils.errors import ConfigError, check_choice, check_int
 from mmgfn.utils.fsdp import fsdp_kind
 
 
@@ -183,17 +183,12 @@ class BackgroundRoIPerturbationHook(Hook):
             raise ConfigError(f'{key}.eta={eta!r} ({owner}) must be > 0')
         for name, choices in (('eta_unit', ('normalized', 'pixel')),
                               ('attack_mode', ('eval', 'train'))):
-            if args[name] not in choices:
-                raise ConfigError(f'{key}.{name}={args[name]!r} ({owner}) '
-                                  f'is not one of {list(choices)}')
+            check_choice(f'{key}.{name}', args[name], choices, owner)
         if not isinstance(ratio, Number) or not 0.0 <= ratio <= 1.0:
             raise ConfigError(f'{key}.neighbor_ratio={ratio!r} ({owner}) '
                               'must be in [0, 1]')
         for name, low in (('num_steps', 1), ('attack_chunk', 0)):
-            value = args[name]
-            if not isinstance(value, int) or value < low:
-                raise ConfigError(f'{key}.{name}={value!r} ({owner}) must '
-                                  f'be an integer >= {low}')
+            check_int(f'{key}.{name}', args[name], low, owner)
         check_similarity(args['similarity'], f'{key} ({owner})')
         uses_table = loss_uses_table or bool(args['neighbor_file']) or (
             isinstance(ratio, Number) and ratio > 0)

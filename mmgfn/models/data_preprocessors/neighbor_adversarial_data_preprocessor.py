@@ -20,16 +20,17 @@ from numbers import Number
 from typing import Optional, Sequence
 
 import torch
-from mmengine.logging import MMLogger
+from mmengine.logging import MessageHub, MMLogger
 from mmpretrain.models.utils.data_preprocessor import ClsDataPreprocessor
 from torch import Tensor, nn
 
 from mmgfn.registry import MODELS
+from mmgfn.utils.config_walk import with_defaults
+from mmgfn.utils.errors import ConfigError, check_choice, check_int
 from mmgfn.utils.fsdp import fsdp_kind
+from ..losses.neighbor_weighted_ce_loss import NeighborWeightedCELoss
 from ..utils.attack import (AttackGradScaler, frozen_model, padding_mask,
                             sign_gradient_attack, step_and_bounds)
-from mmgfn.utils.config_walk import with_defaults
-from mmgfn.utils.errors import ConfigError
 from ..utils.neighbor_table import (NeighborTable, check_neighbor_file,
                                     check_similarity, check_topk,
                                     find_modules, head_class_weights)
@@ -244,17 +245,12 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
         for name, choices in (('mode', MODES), ('eta_unit', ETA_UNITS),
                               ('neighbor_source', SOURCES),
                               ('attack_mode', ('eval', 'train'))):
-            if args[name] not in choices:
-                raise ConfigError(f'{key}.{name}={args[name]!r} ({owner}) '
-                                  f'is not one of {list(choices)}')
+            check_choice(f'{key}.{name}', args[name], choices, owner)
         eta = args['eta']
         if not isinstance(eta, Number) or not eta > 0:
             raise ConfigError(f'{key}.eta={eta!r} ({owner}) must be > 0')
         for name, low in (('num_steps', 1), ('refresh_interval', 0)):
-            value = args[name]
-            if not isinstance(value, int) or value < low:
-                raise ConfigError(f'{key}.{name}={value!r} ({owner}) must '
-                                  f'be an integer >= {low}')
+            check_int(f'{key}.{name}', args[name], low, owner)
         num_classes = args['num_classes']
         if num_classes is not None:
             check_topk(args['topk'], num_classes, key=key, owner=owner)
@@ -353,7 +349,6 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
         model; a marker in the model's ``__dict__`` follows deepcopies)."""
         if model.__dict__.get('_gfn_neighbor_table') is self.neighbor_table:
             return
-        from ..losses.neighbor_weighted_ce_loss import NeighborWeightedCELoss
         for loss in find_modules(model, NeighborWeightedCELoss):
             if loss.share_neighbor_table(self.neighbor_table):
                 self._loss_uses_table = True
@@ -551,7 +546,6 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
 
 def _resumed() -> bool:
     """Whether mmengine's current run started from a resumed iteration."""
-    from mmengine.logging import MessageHub
     try:
         return int(MessageHub.get_current_instance().get_info('iter',
                                                               0)) > 0

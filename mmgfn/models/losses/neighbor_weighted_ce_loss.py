@@ -35,9 +35,9 @@ import torch
 from torch import Tensor, nn
 
 from mmgfn.registry import MODELS
-from ..utils.deferred_check import deferred_check
 from mmgfn.utils.config_walk import with_defaults
-from mmgfn.utils.errors import ConfigError
+from mmgfn.utils.errors import ConfigError, check_choice
+from ..utils.deferred_check import deferred_check
 from ..utils.neighbor_table import (NeighborTable, check_neighbor_file,
                                     check_topk)
 
@@ -153,9 +153,8 @@ class NeighborWeightedCELoss(nn.Module):
         if not isinstance(scale, Number) or not scale >= 0:
             raise ConfigError(f'{key}.scale={scale!r} ({owner}) must be '
                               '>= 0')
-        if args['reduction'] not in REDUCTIONS:
-            raise ConfigError(f'{key}.reduction={args["reduction"]!r} '
-                              f'({owner}) is not one of {list(REDUCTIONS)}')
+        check_choice(f'{key}.reduction', args['reduction'], REDUCTIONS,
+                     owner)
         smooth = args['label_smooth_val']
         if not isinstance(smooth, Number) or not 0 <= smooth < 1:
             raise ConfigError(f'{key}.label_smooth_val={smooth!r} ({owner}) '

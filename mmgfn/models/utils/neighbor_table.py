@@ -300,7 +300,7 @@ class NeighborTable(nn.Module):
         if not osp.isfile(path):
             raise FileNotFoundError(
                 f'neighbour file "{path}" does not exist (write it with '
-                'tools/build_neighbors.py CONFIG CHECKPOINT --out FILE)')
+                'tools/build_neighbors.py CONFIG CHECKPOINT)')
         try:
             with open(path, encoding='utf-8') as f:
                 meta = json.load(f)
