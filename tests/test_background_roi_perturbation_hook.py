@@ -96,14 +96,15 @@ def test_config_hook_perturbs_what_the_runner_trains_on(tmp_path):
     assert 0 < diff.max() <= 0.01 + 1e-6
 
 
-def test_padding_of_non_square_images_stays_unperturbed(tmp_path):
+def test_padding_of_non_square_images_stays_unperturbed(trained, tmp_path):
     """64 x 40 images are padded to 64 x 64 (pad_size_divisor 32): the step
-    leaves the padding as the data preprocessor made it."""
+    leaves the padding as the data preprocessor made it (the shared
+    detector: the attack leaves no trace on it)."""
     root = write_coco(str(tmp_path / 'coco'), num_images=4, width=40)
     cfg = Config.fromfile(write_config(tmp_path, root))
     DefaultScope._instance_dict.clear()
     init_default_scope('mmdet')
-    model = MODELS.build(cfg.model)
+    model = trained.model
     hook = BackgroundRoIPerturbationHook(eta=0.01, seed=0)
     hook.bind(model, ['person', 'car'])
     loader = Runner.build_dataloader(copy.deepcopy(cfg.train_dataloader))

@@ -277,7 +277,8 @@ def check_subsets(cfg: Config, dataloaders: List[str]) -> None:
         if not isinstance(loader, dict) or not isinstance(
                 loader.get('dataset'), dict):
             continue
-        for key, ds in iter_datasets(loader['dataset'], f'{loader_key}.dataset'):
+        for key, ds in iter_datasets(loader['dataset'],
+                                     f'{loader_key}.dataset'):
             if type_name(ds) != 'ClassBalancedSubset' or not isinstance(
                     ds.get('dataset'), dict):
                 continue
@@ -395,7 +396,8 @@ def check_types(cfg: Config, dataloaders: List[str]) -> None:
                 loader.get('dataset'), dict):
             continue
         scope = default
-        for key, ds in iter_datasets(loader['dataset'], f'{loader_key}.dataset'):
+        for key, ds in iter_datasets(loader['dataset'],
+                                     f'{loader_key}.dataset'):
             scope = ds.get('_scope_') or scope
             _check_type(ds, key, DATASETS, scope)
             for i, t in enumerate(ds.get('pipeline') or []):
