@@ -11,9 +11,11 @@ from mmengine.registry import DefaultScope, init_default_scope
 from mmengine.runner import Runner
 
 from conftest import (autocast_recorder, pythonpath_env, run_tool,
-                      write_coco, write_det_config as write_config)
+                      run_tool_in_process, write_coco,
+                      write_det_config as write_config)
 from mmgfn.engine.hooks import BackgroundRoIPerturbationHook
 from mmgfn.registry import MODELS
+from mmgfn.utils.errors import ConfigError
 
 
 def _runner(cfg_path, work_dir):
@@ -94,14 +96,15 @@ def test_config_hook_perturbs_what_the_runner_trains_on(tmp_path):
     assert 0 < diff.max() <= 0.01 + 1e-6
 
 
-def test_padding_of_non_square_images_stays_unperturbed(tmp_path):
+def test_padding_of_non_square_images_stays_unperturbed(trained, tmp_path):
     """64 x 40 images are padded to 64 x 64 (pad_size_divisor 32): the step
-    leaves the padding as the data preprocessor made it."""
+    leaves the padding as the data preprocessor made it (the shared
+    detector: the attack leaves no trace on it)."""
     root = write_coco(str(tmp_path / 'coco'), num_images=4, width=40)
     cfg = Config.fromfile(write_config(tmp_path, root))
     DefaultScope._instance_dict.clear()
     init_default_scope('mmdet')
-    model = MODELS.build(cfg.model)
+    model = trained.model
     hook = BackgroundRoIPerturbationHook(eta=0.01, seed=0)
     hook.bind(model, ['person', 'car'])
     loader = Runner.build_dataloader(copy.deepcopy(cfg.train_dataloader))
@@ -176,7 +179,8 @@ def test_cascade_rcnn_and_neighbour_targets(tmp_path):
     assert 0 < (x_adv - data['inputs']).abs().max() <= 0.01 + 1e-6
 
 
-def test_refuses_detector_without_roi_head_and_class_mismatch(tmp_path):
+def test_refuses_detector_without_roi_head_and_class_mismatch(
+        trained, tmp_path):
     root = write_coco(str(tmp_path / 'coco'), num_images=4)
     cfg = Config.fromfile(
         write_config(tmp_path, root, model='retinanet_r50_fpn'))
@@ -187,11 +191,20 @@ def test_refuses_detector_without_roi_head_and_class_mismatch(tmp_path):
                        'RetinaNet has none'):
         BackgroundRoIPerturbationHook().bind(retina)
 
-    # through the real tools: a 3-class detector on a 2-class dataset
+    # bind: the hook's own class-count check (the one preflight runs too)
+    two_classes = trained.model  # bind leaves it as it is
+    with pytest.raises(ConfigError, match=r'^custom_hooks '
+                       r'\(BackgroundRoIPerturbationHook\): the detector has '
+                       '2 classes but the training dataset has 3 '):
+        BackgroundRoIPerturbationHook().bind(two_classes,
+                                             ['person', 'car', 'bus'])
+    BackgroundRoIPerturbationHook().bind(two_classes, ['person', 'car'])
+
+    # through the real tool: a 3-class detector on a 2-class dataset
     path = write_config(tmp_path, root, epochs=1, num_classes=3)
-    proc = run_tool(['tools/train.py', path, '--work-dir',
-                     str(tmp_path / 'work')])
-    assert proc.returncode != 0
+    proc = run_tool_in_process(['tools/train.py', path, '--work-dir',
+                                str(tmp_path / 'work')])
+    assert proc.returncode == 2
     assert 'the detector has 3 classes but the training dataset has 2' in (
         proc.stdout + proc.stderr)
 
@@ -314,8 +327,8 @@ def test_amp_train_and_test_with_hook(tmp_path):
     lines, events_file, env = autocast_recorder(tmp_path)
     path = write_config(tmp_path, root, epochs=1, extra=lines)
     work_dir = str(tmp_path / 'work')
-    proc = run_tool(['tools/train.py', path, '--amp', '--work-dir',
-                     work_dir], env=env)
+    proc = run_tool_in_process(['tools/train.py', path, '--amp',
+                                '--work-dir', work_dir], env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(events_file) as f:
         events = json.load(f)
@@ -323,8 +336,9 @@ def test_amp_train_and_test_with_hook(tmp_path):
     # image: attack_chunk=1) then the loss's
     assert [(e['phase'], e['iter'], e['attack']) for e in events] == [
         ('train', 0, True)] * 4 + [('train', 0, False)]
-    proc = run_tool(['tools/test.py', path, osp.join(work_dir, 'epoch_1.pth'),
-                     '--amp', '--work-dir', work_dir], env=env)
+    proc = run_tool_in_process(['tools/test.py', path,
+                                osp.join(work_dir, 'epoch_1.pth'), '--amp',
+                                '--work-dir', work_dir], env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'metrics: {"coco/bbox_mAP"' in proc.stdout
     with open(events_file) as f:

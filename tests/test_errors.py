@@ -1,14 +1,19 @@
 """Bad settings fail before the Runner starts, with one short line that
 names the component, its config key and the fix (through the real tools).
+
+The tools run in this process (:func:`conftest.run_tool_in_process`: their
+``main`` with stderr captured and ``SystemExit(2)`` as the exit status);
+one test per tool runs it as a process, the exit status and the error line
+as the user sees them.
 """
 import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import (DIGITS_CONFIG, digits_options, run_tool, write_coco,
-                      write_det_config)
-from mmgfn.models.utils import NeighborTable
+from conftest import (DIGITS_CONFIG, digits_options, run_tool,
+                      run_tool_in_process, write_coco, write_det_config)
 from mmgfn.apis.preflight import check_neighbor_settings
+from mmgfn.models.utils import NeighborTable
 from mmgfn.utils.errors import ConfigError
 
 GFN_DIGITS = DIGITS_CONFIG.replace('resnet-tiny_1xb32_digits.py',
@@ -30,16 +35,17 @@ def _one_line_error(proc, *names) -> str:
     return last
 
 
-def _train(tmp_path, config, *options):
-    return run_tool([
+def _train(tmp_path, config, *options, run=run_tool_in_process):
+    return run([
         'tools/train.py', config, '--work-dir',
         str(tmp_path / 'work'), '--cfg-options', *options
     ])
 
 
 def test_preprocessor_topk_not_below_num_classes(image_folder, tmp_path):
+    # tools/train.py as a process: its exit status and its error line
     proc = _train(tmp_path, GFN_DIGITS, *digits_options(image_folder),
-                  'data_preprocessor.topk=4')
+                  'data_preprocessor.topk=4', run=run_tool)
     _one_line_error(proc, 'data_preprocessor.topk=4',
                     'NeighborAdversarialDataPreprocessor',
                     'data_preprocessor.topk to at most 3')
@@ -97,8 +103,8 @@ train_dataloader = dict(dataset=dict(
 def test_hook_class_count_mismatch(tmp_path):
     root = write_coco(str(tmp_path / 'coco'))  # 2 classes
     config = write_det_config(tmp_path, root, num_classes=3, epochs=1)
-    proc = run_tool(['tools/train.py', config, '--work-dir',
-                     str(tmp_path / 'work')])
+    proc = run_tool_in_process(['tools/train.py', config, '--work-dir',
+                                str(tmp_path / 'work')])
     _one_line_error(proc, 'custom_hooks[0]', 'BackgroundRoIPerturbationHook',
                     'model.roi_head.bbox_head.num_classes',
                     'detector has 3', 'has 2')
@@ -111,8 +117,8 @@ def test_missing_detection_backbone_checkpoint(tmp_path):
         tmp_path, root, epochs=1, extra=(
             'model.update(backbone=dict(depth=18, init_cfg=dict('
             f"type='Pretrained', checkpoint={missing!r})))\n"))
-    proc = run_tool(['tools/train.py', config, '--work-dir',
-                     str(tmp_path / 'work')])
+    proc = run_tool_in_process(['tools/train.py', config, '--work-dir',
+                                str(tmp_path / 'work')])
     _one_line_error(proc, missing, 'model.backbone.init_cfg.checkpoint',
                     'model.backbone.init_cfg=None')
 
@@ -122,7 +128,8 @@ def test_registry_typo_suggests_close_names(image_folder, tmp_path):
                   'model.head.loss.type=mmgfn.NeighborWeightedCELos')
     _one_line_error(proc, 'NeighborWeightedCELos',
                     'did you mean mmgfn.NeighborWeightedCELoss')
-    # a transform, through tools/test.py, before its Runner
+    # a transform, through tools/test.py, before its Runner (tools/test.py
+    # as a process: its exit status and its error line)
     ckpt = tmp_path / 'any.pth'
     ckpt.write_bytes(b'')
     proc = run_tool([
@@ -136,7 +143,7 @@ def test_registry_typo_suggests_close_names(image_folder, tmp_path):
 
 
 def test_traceback_kept_with_env(image_folder, tmp_path):
-    proc = run_tool([
+    proc = run_tool_in_process([
         'tools/train.py', GFN_DIGITS, '--work-dir',
         str(tmp_path / 'work'), '--cfg-options',
         *digits_options(image_folder), 'model.head.loss.topk=4'
@@ -178,7 +185,7 @@ test_cfg = dict()
                                   "type='mmpretrain.ImageClassifier'"))
     # the checkpoint is never read: the error comes first
     ckpt.write_bytes(b'')
-    proc = run_tool(['tools/test.py', str(wrong), str(ckpt)])
+    proc = run_tool_in_process(['tools/test.py', str(wrong), str(ckpt)])
     _one_line_error(proc, 'ClsDataPreprocessor',
                     "_scope_='mmpretrain'", 'mmpretrain.ClsDataPreprocessor')
 
@@ -192,8 +199,8 @@ test_cfg = dict()
     with DefaultScope.overwrite_default_scope('mmgfn'):
         model = MODELS.build(cfg.model)
     torch.save({'state_dict': model.state_dict()}, str(ckpt))
-    proc = run_tool(['tools/test.py', str(right), str(ckpt), '--work-dir',
-                     str(tmp_path / 'work')])
+    proc = run_tool_in_process(['tools/test.py', str(right), str(ckpt),
+                                '--work-dir', str(tmp_path / 'work')])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'accuracy/top1' in proc.stdout + proc.stderr
 

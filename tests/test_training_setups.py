@@ -1,7 +1,11 @@
 """GFN in real training setups: the preprocessor finds the right model
 (pickling, deep copies, custom train steps, shared preprocessors, FSDP
 refused), the neighbour table's precedence (file, load_from, resume), and
-evaluation without training-only files."""
+evaluation without training-only files.
+
+The tools run in this process (:func:`conftest.run_tool_in_process`): what
+these tests check is what the runs log and save, not the processes.
+"""
 import copy
 import io
 import os.path as osp
@@ -15,7 +19,7 @@ from mmengine.registry import DefaultScope, init_default_scope
 from mmpretrain.models import ImageClassifier
 from mmpretrain.structures import DataSample
 
-from conftest import (ROOT, digits_options, make_image, run_tool,
+from conftest import (ROOT, digits_options, make_image, run_tool_in_process,
                       write_image_folder)
 from mmgfn.models.utils import NeighborTable
 from mmgfn.registry import MODELS
@@ -172,11 +176,29 @@ def _fsdp_rank(rank, world_size, port, out_dir):
         dist.destroy_process_group()
 
 
-def test_fsdp_is_refused_with_a_message(tmp_path):
+def _sharded_ranks(rank, world_size, out_dir):
+    """One process of 2: FSDP1 (:func:`_fsdp_rank`), then FSDP2
+    (:func:`_fully_shard_rank`), each in a process group of its own."""
+    _fsdp_rank(rank, world_size, 29543, osp.join(out_dir, 'fsdp'))
+    _fully_shard_rank(rank, world_size, 29547,
+                      osp.join(out_dir, 'fully_shard'))
+
+
+@pytest.fixture(scope='module')
+def sharded(tmp_path_factory):
+    """The messages of both sharded setups, from one spawn of 2 gloo
+    processes (each imports torch and mmgfn once for both)."""
     import torch.multiprocessing as mp
-    mp.spawn(_fsdp_rank, args=(2, 29543, str(tmp_path)), nprocs=2)
+    tmp = tmp_path_factory.mktemp('sharded')
+    for name in ('fsdp', 'fully_shard'):
+        (tmp / name).mkdir()
+    mp.spawn(_sharded_ranks, args=(2, str(tmp)), nprocs=2)
+    return tmp
+
+
+def test_fsdp_is_refused_with_a_message(sharded):
     for rank in range(2):
-        message = (tmp_path / f'rank{rank}.txt').read_text()
+        message = (sharded / 'fsdp' / f'rank{rank}.txt').read_text()
         assert 'does not support FullyShardedDataParallel' in message, \
             message
 
@@ -211,14 +233,13 @@ def _fully_shard_rank(rank, world_size, port, out_dir):
         dist.destroy_process_group()
 
 
-def test_fully_shard_is_refused_with_a_message(tmp_path):
+def test_fully_shard_is_refused_with_a_message(sharded):
     """FSDP2 (``fully_shard``, which changes the model's class instead of
     wrapping it) is refused as FSDP1 is, by the classification attack at
     its first training step and by the detection hook's bind."""
-    import torch.multiprocessing as mp
-    mp.spawn(_fully_shard_rank, args=(2, 29547, str(tmp_path)), nprocs=2)
     for rank in range(2):
-        pre, hook = (tmp_path / f'rank{rank}.txt').read_text().split('\n')
+        pre, hook = (sharded / 'fully_shard' /
+                     f'rank{rank}.txt').read_text().split('\n')
         assert 'does not support fully_shard' in pre, pre
         assert 'does not support sharded models' in hook, hook
 
@@ -245,8 +266,9 @@ def _file_options(data_root, neighbor_file, max_epochs=1):
 
 
 def _train(work_dir, options, *flags):
-    proc = run_tool(['tools/train.py', GFN_CONFIG, '--work-dir',
-                     str(work_dir), *flags, '--cfg-options', *options])
+    proc = run_tool_in_process(['tools/train.py', GFN_CONFIG, '--work-dir',
+                                str(work_dir), *flags, '--cfg-options',
+                                *options])
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     return log
@@ -308,14 +330,14 @@ def test_plain_checkpoint_is_no_missing_key_alarm(first_run):
 
 def test_evaluation_needs_no_neighbour_file(first_run):
     missing = str(first_run['tmp'] / 'never_written.json')
-    proc = run_tool([
+    proc = run_tool_in_process([
         'tools/test.py', GFN_CONFIG, str(first_run['checkpoint']),
         '--work-dir', str(first_run['tmp'] / 'test'), '--cfg-options',
         *_file_options(first_run['data_root'], missing)
     ])
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert 'metrics: {"accuracy/top1"' in proc.stdout
-    proc = run_tool([
+    proc = run_tool_in_process([
         'tools/test_robustness.py', GFN_CONFIG, str(first_run['checkpoint']),
         '--suite', 'corrupt', '--corruptions', 'gaussian_noise',
         '--severities', '0', '1', '--allow-partial', '--work-dir',
@@ -325,9 +347,11 @@ def test_evaluation_needs_no_neighbour_file(first_run):
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert (first_run['tmp'] / 'sweep' / 'results.json').is_file()
     # training does need it, and says so before anything runs
-    proc = run_tool(['tools/train.py', GFN_CONFIG, '--work-dir',
-                     str(first_run['tmp'] / 'no_file'), '--cfg-options',
-                     *_file_options(first_run['data_root'], missing)])
+    proc = run_tool_in_process([
+        'tools/train.py', GFN_CONFIG, '--work-dir',
+        str(first_run['tmp'] / 'no_file'), '--cfg-options',
+        *_file_options(first_run['data_root'], missing)
+    ])
     assert proc.returncode != 0
     assert (f'neighbour file "{missing}" does not exist '
             '(data_preprocessor.neighbor_file)') in proc.stderr

@@ -4,12 +4,15 @@ Each check raises :class:`ConfigError` (or :class:`FileNotFoundError`) with
 a message naming the offending file, folder or config key, instead of a
 traceback from deep inside a dataloader minutes later. The component checks
 (:func:`check_components`) run before the Runner is built, so the error is
-the only thing a tool prints: the neighbour settings (``topk`` against the
-class count, for the preprocessor and the loss apart; neighbour files for
-another class count), the detection hook's class count against the training
-set's, ``ClassBalancedSubset.per_class`` against the smallest class, local
-``Pretrained`` weights of ``init_cfg``, and a dry build of the model, whose
-registry misses name the closest registered names (:func:`registry_hint`).
+the only thing a tool prints. Preflight states no rule of a component: it
+walks the config (:mod:`mmgfn.utils.config_walk`) and calls each GFN
+component's own ``check_args`` on its config dict (the neighbour settings:
+``topk`` against the class count, neighbour files for another class count),
+the detection hook's ``check_classes`` (its class count against the
+training set's), then checks ``ClassBalancedSubset.per_class`` against the
+smallest class, local ``Pretrained`` weights of ``init_cfg``, and builds
+the model once, whose registry misses name the closest registered names
+(:func:`registry_hint`).
 """
 import contextlib
 import copy
@@ -17,15 +20,21 @@ import difflib
 import os.path as osp
 import re
 from collections import Counter
-from typing import (Any, Callable, Iterator, List, Optional, Sequence,
-                    Tuple)
+from typing import Iterator, List, Optional, Sequence, Tuple
 
+import mmengine.registry as roots
 from mmengine.config import Config
 from mmengine.registry import DefaultScope, Registry
 
-from mmgfn.registry import DATASETS, MODELS
-from mmgfn.utils.config_walk import (dataset_paths, find_key, find_type,
-                                     iter_datasets, type_name)
+from mmgfn.engine.hooks import BackgroundRoIPerturbationHook
+from mmgfn.models.data_preprocessors import \
+    NeighborAdversarialDataPreprocessor
+from mmgfn.models.losses import NeighborWeightedCELoss
+from mmgfn.models.utils.neighbor_table import bbox_classes_key
+from mmgfn.registry import (DATASETS, HOOKS, METRICS, MODELS,
+                            TRANSFORMS)
+from mmgfn.utils.config_walk import (find_key, find_type, iter_datasets,
+                                     type_name, with_defaults)
 from mmgfn.utils.errors import (ConfigError, check_dataset_paths,
                                 check_file, is_remote)
 
@@ -52,7 +61,7 @@ def check_train_config(cfg: Config) -> None:
     check_dataset_paths(cfg, loaders)
     load_from: Optional[str] = cfg.get('load_from')
     if load_from:
-        key = 'resume checkpoint (--resume)' if cfg.get(
+        key = 'resume checkpoint (load_from, resume=True)' if cfg.get(
             'resume') else 'checkpoint (load_from)'
         check_file(load_from, key)
     check_components(cfg, train=True)
@@ -83,7 +92,6 @@ _NOT_IN_REGISTRY = re.compile(
 def _scoped_registry(scope: str, name: str) -> Optional[Registry]:
     """The registry called ``name`` in ``scope`` (a child of mmengine's root
     registry of that name), or None."""
-    import mmengine.registry as roots
     for root in vars(roots).values():
         if isinstance(root, Registry) and root.name == name:
             if scope == root.scope:
@@ -155,11 +163,9 @@ def _model_num_classes(cfg: Config) -> Tuple[Optional[int], str]:
         return head['num_classes'], 'model.head.num_classes'
     roi = model.get('roi_head')
     bbox = roi.get('bbox_head') if isinstance(roi, dict) else None
+    key = bbox_classes_key(bbox)
     if isinstance(bbox, (list, tuple)) and bbox:
-        key = f'model.roi_head.bbox_head[{len(bbox) - 1}].num_classes'
         bbox = bbox[-1]
-    else:
-        key = 'model.roi_head.bbox_head.num_classes'
     if isinstance(bbox, dict) and isinstance(bbox.get('num_classes'), int):
         return bbox['num_classes'], key
     return None, ''
@@ -172,75 +178,50 @@ def _preprocessor(cfg: Config) -> Tuple[str, Optional[dict]]:
     return 'data_preprocessor', cfg.get('data_preprocessor')
 
 
+def _perturbation_hooks(cfg: Config) -> List[Tuple[str, dict]]:
+    return list(find_type(cfg.get('custom_hooks') or [], 'custom_hooks',
+                          'BackgroundRoIPerturbationHook'))
+
+
 def check_neighbor_settings(cfg: Config) -> None:
-    """``topk`` and neighbour files of the preprocessor, the loss and the
-    detection hook against the model's class count.
+    """The GFN components' own checks on their config dicts (the
+    preprocessor's, each neighbour-weighted loss's and each detection
+    hook's ``check_args``, with the model's class count and the ``topk`` of
+    the table they share), and the preprocessor's class count against the
+    model's.
 
     Raises:
         ConfigError: Naming the component, its config key and the fix.
     """
     num_classes, classes_key = _model_num_classes(cfg)
     pre_key, pre = _preprocessor(cfg)
-    pre_topk = None
-    if isinstance(pre, dict) and type_name(
-            pre) == 'NeighborAdversarialDataPreprocessor':
+    table_topk, table_key = None, ''
+    if type_name(pre) == 'NeighborAdversarialDataPreprocessor':
+        NeighborAdversarialDataPreprocessor.check_args(pre, pre_key)
         n = pre.get('num_classes')
-        topk = pre.get('topk', 20)
-        pre_topk = topk
-        if isinstance(n, int) and isinstance(topk, int) and not 1 <= topk < n:
-            raise ConfigError(
-                f'{pre_key}.topk={topk} (NeighborAdversarialDataPreprocessor)'
-                f' must be in [1, {n}): with {pre_key}.num_classes={n} a '
-                f'class has {n - 1} other classes; set {pre_key}.topk to at '
-                f'most {n - 1}')
+        table_topk = with_defaults(NeighborAdversarialDataPreprocessor,
+                                   pre)['topk']
+        table_key = f'{pre_key}.topk'
         if isinstance(n, int) and num_classes is not None and \
                 n != num_classes:
             raise ConfigError(
                 f'{pre_key}.num_classes={n} (NeighborAdversarialData'
                 f'Preprocessor) differs from {classes_key}={num_classes}; '
                 'set both to the number of classes of the dataset')
-    for key, loss in find_type(cfg.get('model') or {}, 'model',
-                           'NeighborWeightedCELoss'):
-        topk = loss.get('topk')
-        n = loss.get('num_classes') or num_classes
-        if not isinstance(topk, int) or not isinstance(n, int):
-            continue
-        if not 1 <= topk < n:
-            raise ConfigError(
-                f'{key}.topk={topk} (NeighborWeightedCELoss) must be in '
-                f'[1, {n}): the model has {n} classes; set {key}.topk to at '
-                f'most {n - 1}, or remove it to follow the neighbour table')
-        if isinstance(pre_topk, int) and not loss.get('neighbor_file') and \
-                topk > pre_topk:
-            raise ConfigError(
-                f'{key}.topk={topk} (NeighborWeightedCELoss) exceeds the '
-                f'{pre_topk} neighbours of the shared table ({pre_key}.topk)'
-                f'; set {key}.topk to at most {pre_topk}')
-    _check_neighbor_files(cfg, num_classes, classes_key)
-
-
-def _check_neighbor_files(cfg: Config, num_classes: Optional[int],
-                          classes_key: str) -> None:
-    """Existing neighbour files must be tables for the model's classes."""
-    from mmgfn.models.utils.neighbor_table import NeighborTable
-    for key, path in _neighbor_files(cfg.to_dict(), ''):
-        if is_remote(path) or not osp.isfile(osp.expanduser(path)):
-            continue  # missing files: check_train_config (training only)
-        owner = key.rsplit('.', 1)[0] if '.' in key else ''
-        owner_cfg = cfg
-        for part in re.findall(r'[^.\[\]]+', owner):
-            owner_cfg = owner_cfg[int(part) if part.isdigit() else part]
-        n = (owner_cfg.get('num_classes') if owner else None) or num_classes
-        try:
-            NeighborTable.from_file(osp.expanduser(path), num_classes=n)
-        except ValueError as e:
-            fix = (f'rebuild it with tools/build_neighbors.py CONFIG '
-                   f'CHECKPOINT --out {path}, or point {key} at the table '
-                   f'for {n} classes' if n else 'rebuild it with '
-                   'tools/build_neighbors.py')
-            name = type_name(owner_cfg) if owner else ''
-            raise ConfigError(f'{key}{f" ({name})" if name else ""}: {e}; '
-                              f'{fix}') from e
+    losses = list(find_type(cfg.get('model') or {}, 'model',
+                            'NeighborWeightedCELoss'))
+    for key, hook in _perturbation_hooks(cfg):
+        BackgroundRoIPerturbationHook.check_args(
+            hook, key, num_classes, classes_key,
+            loss_uses_table=any(not loss.get('neighbor_file')
+                                for _, loss in losses))
+        if table_topk is None:
+            table_topk = with_defaults(BackgroundRoIPerturbationHook,
+                                       hook)['topk']
+            table_key = f'{key}.topk'
+    for key, loss in losses:
+        NeighborWeightedCELoss.check_args(loss, key, num_classes,
+                                          classes_key, table_topk, table_key)
 
 
 def _dataset_classes(dataset: dict) -> Optional[Sequence[str]]:
@@ -263,27 +244,24 @@ def _dataset_classes(dataset: dict) -> Optional[Sequence[str]]:
 
 def check_hooks(cfg: Config) -> None:
     """:class:`BackgroundRoIPerturbationHook`: the detector's class count
-    against the training set's.
+    against the training set's (the hook's own
+    :meth:`~BackgroundRoIPerturbationHook.check_classes`).
 
     Raises:
         ConfigError: Naming the hook, both keys and the fix.
     """
-    hooks = list(find_type(cfg.get('custom_hooks') or [], 'custom_hooks',
-                       'BackgroundRoIPerturbationHook'))
+    hooks = _perturbation_hooks(cfg)
     loader = cfg.get('train_dataloader')
     if not hooks or not isinstance(loader, dict) or not isinstance(
             loader.get('dataset'), dict):
         return
     num_classes, classes_key = _model_num_classes(cfg)
+    if num_classes is None:
+        return
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
         classes = _dataset_classes(loader['dataset'])
-    if num_classes is None or classes is None or len(classes) == num_classes:
-        return
-    raise ConfigError(
-        f'{hooks[0][0]} (BackgroundRoIPerturbationHook): the detector has '
-        f'{num_classes} classes but the training dataset has {len(classes)} '
-        f'({classes_key} against train_dataloader.dataset); set '
-        f"{classes_key}={len(classes)} or the dataset's metainfo.classes")
+    BackgroundRoIPerturbationHook.check_classes(num_classes, classes,
+                                                hooks[0][0], classes_key)
 
 
 def check_subsets(cfg: Config, dataloaders: List[str]) -> None:
@@ -299,7 +277,8 @@ def check_subsets(cfg: Config, dataloaders: List[str]) -> None:
         if not isinstance(loader, dict) or not isinstance(
                 loader.get('dataset'), dict):
             continue
-        for key, ds in iter_datasets(loader['dataset'], f'{loader_key}.dataset'):
+        for key, ds in iter_datasets(loader['dataset'],
+                                     f'{loader_key}.dataset'):
             if type_name(ds) != 'ClassBalancedSubset' or not isinstance(
                     ds.get('dataset'), dict):
                 continue
@@ -410,7 +389,6 @@ def check_types(cfg: Config, dataloaders: List[str]) -> None:
     Raises:
         ConfigError: Naming the key and the closest registered names.
     """
-    from mmgfn.registry import HOOKS, METRICS, TRANSFORMS
     default = cfg.get('default_scope')
     for loader_key in dataloaders:
         loader = cfg.get(loader_key)
@@ -418,7 +396,8 @@ def check_types(cfg: Config, dataloaders: List[str]) -> None:
                 loader.get('dataset'), dict):
             continue
         scope = default
-        for key, ds in iter_datasets(loader['dataset'], f'{loader_key}.dataset'):
+        for key, ds in iter_datasets(loader['dataset'],
+                                     f'{loader_key}.dataset'):
             scope = ds.get('_scope_') or scope
             _check_type(ds, key, DATASETS, scope)
             for i, t in enumerate(ds.get('pipeline') or []):

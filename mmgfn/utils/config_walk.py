@@ -16,6 +16,7 @@ sweep, the tools' dataloaders) goes through these functions:
 Config keys are written as a user writes them:
 ``train_dataloader.dataset.datasets[1].pipeline[0]``.
 """
+import inspect
 import os.path as osp
 from typing import (Any, Callable, Iterator, List, Optional, Tuple)
 
@@ -137,3 +138,17 @@ def find_key(node: Any, key: str,
             prune=lambda k, v: last_name(k) == name and not k.endswith(']')):
         if last_name(sub) == name and not sub.endswith(']'):
             yield sub, value
+
+
+def with_defaults(cls: type, cfg: dict) -> dict:
+    """The arguments ``cls(**cfg)`` receives: the defaults of its
+    constructor overlaid with ``cfg`` (``type`` and ``_scope_`` dropped).
+    A required argument that ``cfg`` does not give is ``None``."""
+    args = {
+        name: (None if p.default is inspect.Parameter.empty else p.default)
+        for name, p in inspect.signature(cls).parameters.items()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+    args.update((k, v) for k, v in cfg.items()
+                if k not in ('type', '_scope_'))
+    return args

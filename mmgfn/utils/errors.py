@@ -8,7 +8,7 @@ it. It imports only :mod:`mmgfn.utils.config_walk`, so every other module
 can import it.
 """
 import os.path as osp
-from typing import List, Tuple
+from typing import Any, List, Sequence, Tuple
 
 from mmengine.config import Config
 
@@ -71,5 +71,25 @@ def _check_path(path_key: str, path: str, kind: str) -> None:
             'data/README.md for the layout')
 
 
+def check_choice(key: str, value: Any, choices: Sequence,
+                 owner: str = '') -> None:
+    """Raise ConfigError naming ``key`` (and the component ``owner``)
+    unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        who = f' ({owner})' if owner else ''
+        raise ConfigError(f'{key}={value!r}{who} is not one of '
+                          f'{list(choices)}')
+
+
+def check_int(key: str, value: Any, low: int, owner: str = '') -> None:
+    """Raise ConfigError naming ``key`` (and the component ``owner``)
+    unless ``value`` is an integer ``>= low``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        who = f' ({owner})' if owner else ''
+        raise ConfigError(f'{key}={value!r}{who} must be an integer '
+                          f'>= {low}')
+
+
 __all__: Tuple[str, ...] = ('ConfigError', 'is_remote', 'check_file',
-                            'check_dataset_paths')
+                            'check_dataset_paths', 'check_choice',
+                            'check_int')

@@ -72,6 +72,8 @@ ANALYSIS = 'tests/test_analysis_tools.py'
 STANDIN = 'tests/test_mmcv_ext.py'
 PAIRED = 'tests/test_paired_comparison.py'
 BACKEND = 'tests/test_corruption_backend.py'
+CHECKS = 'tests/test_component_checks.py'
+ERRORS = 'tests/test_errors.py'
 
 ATTACK_PY = 'mmgfn/models/utils/attack.py'
 PRE_PY = ('mmgfn/models/data_preprocessors/'
@@ -805,6 +807,58 @@ MUTANTS: List[Mutant] = [
       'interpreter\'s teardown',
       'tests/test_tools.py::'
       'test_distributed_run_frees_its_model_before_the_group'),
+    # ------------------- each component's value checks, in one place
+    M('pre-topk-key-unnamed', PRE_PY,
+      "check_topk(args['topk'], num_classes, key=key, owner=owner)",
+      "check_topk(args['topk'], num_classes, owner=owner)",
+      "the preprocessor's topk error does not name its config key",
+      f'{CHECKS}::'
+      'test_preprocessor_topk_named_by_constructor_and_preflight'),
+    M('pre-neighbor-file-unchecked', PRE_PY,
+      '        if isinstance(num_classes, int):\n'
+      '            check_neighbor_file(',
+      '        if False:\n'
+      '            check_neighbor_file(',
+      'a neighbour file for another class count fails unnamed',
+      f'{CHECKS}::test_preprocessor_neighbor_file_named'),
+    M('table-topk-equal-to-classes', TABLE_PY,
+      'not 1 <= topk < num_classes:',
+      'not 1 <= topk <= num_classes:',
+      'topk == num_classes accepted (a class has only C - 1 others)',
+      f'{CHECKS}::'
+      'test_preprocessor_topk_named_by_constructor_and_preflight'),
+    M('loss-topk-range-unchecked', LOSS_PY,
+      'check_topk(topk, n, limit=None if path else table_topk,',
+      'check_topk(topk, n + topk, limit=None if path else table_topk,',
+      "the loss's topk is not checked against the class count",
+      f'{CHECKS}::test_loss_topk_named_against_model_and_shared_table',
+      f'{ERRORS}::test_loss_topk_not_below_num_classes'),
+    M('loss-table-limit-unchecked', LOSS_PY,
+      'limit=None if path else table_topk,',
+      'limit=None,',
+      "the loss's topk may exceed the shared table's",
+      f'{CHECKS}::test_loss_topk_named_against_model_and_shared_table'),
+    M('preflight-losses-unchecked', 'mmgfn/apis/preflight.py',
+      '    for key, loss in losses:\n',
+      '    for key, loss in losses[:0]:\n',
+      "preflight skips the losses' own checks",
+      f'{CHECKS}::test_loss_topk_named_against_model_and_shared_table'),
+    M('hook-class-count-unchecked', HOOK_PY,
+      'if dataset_classes is None or len(dataset_classes) == num_classes:',
+      'if True:',
+      "the detector's class count is not checked against the dataset's",
+      f'{CHECKS}::test_hook_topk_and_class_count_in_preflight',
+      f'{ERRORS}::test_hook_class_count_mismatch'),
+    M('hook-bind-skips-class-check', HOOK_PY,
+      'self.check_classes(num_classes, dataset_classes,',
+      'self.check_classes(num_classes, None,',
+      'bind does not check the class counts',
+      f'{HOOK}::test_refuses_detector_without_roi_head_and_class_mismatch'),
+    M('hook-topk-unchecked', HOOK_PY,
+      'if isinstance(num_classes, int) and uses_table:',
+      'if False:',
+      "the hook's topk is not checked against the detector's classes",
+      f'{CHECKS}::test_hook_topk_and_class_count_in_preflight'),
 ]
 
 # --------------------------------------------------------------- running

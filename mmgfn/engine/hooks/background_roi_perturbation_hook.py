@@ -16,6 +16,7 @@ foreground classes (mmdet's background label is ``C``), ``3 x H x W``
 padded, normalised inputs.
 """
 import random
+from numbers import Number
 from typing import Optional, Sequence
 
 import torch
@@ -28,9 +29,13 @@ from mmgfn.models.utils import (AttackGradScaler, NeighborTable,
                                 find_modules, frozen_model,
                                 head_class_weights, padding_mask,
                                 sign_gradient_attack, step_and_bounds)
-from mmgfn.models.utils.neighbor_table import (check_similarity,
+from mmgfn.models.utils.neighbor_table import (bbox_classes_key,
+                                               check_neighbor_file,
+                                               check_similarity, check_topk,
                                                last_bbox_head)
 from mmgfn.registry import HOOKS
+from mmgfn.utils.config_walk import with_defaults
+from mmgfn.utils.errors import ConfigError, check_choice, check_int
 from mmgfn.utils.fsdp import fsdp_kind
 
 
@@ -100,8 +105,10 @@ class BackgroundRoIPerturbationHook(Hook):
             ``warn_threshold``, ...). Defaults to None (its defaults).
 
     Raises:
-        ValueError: On bad options, for a detector without an RoI head, or
-            when the detector's and the dataset's class counts differ.
+        ConfigError: On bad options (:meth:`check_args`), or when the
+            detector's and the dataset's class counts differ
+            (:meth:`check_classes`).
+        ValueError: For a detector without an RoI head.
     """
 
     priority = 'NORMAL'
@@ -118,24 +125,11 @@ class BackgroundRoIPerturbationHook(Hook):
                  similarity: str = 'cosine',
                  attack_chunk: int = 1,
                  grad_scaler: Optional[dict] = None) -> None:
-        if not eta > 0:
-            raise ValueError(f'eta must be > 0, got {eta!r}')
-        if eta_unit not in ('normalized', 'pixel'):
-            raise ValueError(f'eta_unit={eta_unit!r} is not one of '
-                             "['normalized', 'pixel']")
-        if not 0.0 <= neighbor_ratio <= 1.0:
-            raise ValueError(
-                f'neighbor_ratio must be in [0, 1], got {neighbor_ratio!r}')
-        if attack_mode not in ('eval', 'train'):
-            raise ValueError(f"attack_mode={attack_mode!r} is not one of "
-                             "['eval', 'train']")
-        if not isinstance(num_steps, int) or num_steps < 1:
-            raise ValueError(
-                f'num_steps must be an integer >= 1, got {num_steps!r}')
-        if not isinstance(attack_chunk, int) or attack_chunk < 0:
-            raise ValueError(
-                f'attack_chunk must be an integer >= 0, got {attack_chunk!r}')
-        check_similarity(similarity)
+        self.check_args(
+            dict(eta=eta, eta_unit=eta_unit, num_steps=num_steps,
+                 neighbor_ratio=neighbor_ratio, topk=topk,
+                 neighbor_file=neighbor_file, attack_mode=attack_mode,
+                 similarity=similarity, attack_chunk=attack_chunk))
         self.similarity = similarity
         self.attack_chunk = attack_chunk
         self.eta = float(eta)
@@ -154,6 +148,83 @@ class BackgroundRoIPerturbationHook(Hook):
         self._handle = None
         self._model: Optional[nn.Module] = None
         self.grad_scaler = AttackGradScaler(**(grad_scaler or {}))
+
+    @classmethod
+    def check_args(cls,
+                   args: dict,
+                   key: str = 'custom_hooks',
+                   num_classes: Optional[int] = None,
+                   classes_key: str = '',
+                   loss_uses_table: bool = False) -> None:
+        """The value checks of the constructor, on its arguments or its
+        config dict (missing entries take the constructor's defaults), and,
+        given the detector's class count, ``topk`` and ``neighbor_file``
+        against it where the hook keeps a neighbour table
+        (``neighbor_ratio > 0``, a ``neighbor_file``, or a
+        :class:`NeighborWeightedCELoss` that uses the hook's table), so that
+        a whole-config check refuses a config before building anything.
+
+        Args:
+            args (dict): The constructor's arguments, or the config dict.
+            key (str): Its config key (``'custom_hooks[0]'``), named in the
+                messages. Defaults to ``'custom_hooks'``.
+            num_classes (int, optional): The detector's class count.
+            classes_key (str): The config key of ``num_classes``.
+            loss_uses_table (bool): Whether a loss of the detector reads the
+                hook's table. Defaults to False.
+
+        Raises:
+            ConfigError: One line naming ``<key>.<argument>`` and the fix.
+        """
+        args = with_defaults(cls, args)
+        owner = cls.__name__
+        eta, ratio = args['eta'], args['neighbor_ratio']
+        if not isinstance(eta, Number) or not eta > 0:
+            raise ConfigError(f'{key}.eta={eta!r} ({owner}) must be > 0')
+        for name, choices in (('eta_unit', ('normalized', 'pixel')),
+                              ('attack_mode', ('eval', 'train'))):
+            check_choice(f'{key}.{name}', args[name], choices, owner)
+        if not isinstance(ratio, Number) or not 0.0 <= ratio <= 1.0:
+            raise ConfigError(f'{key}.neighbor_ratio={ratio!r} ({owner}) '
+                              'must be in [0, 1]')
+        for name, low in (('num_steps', 1), ('attack_chunk', 0)):
+            check_int(f'{key}.{name}', args[name], low, owner)
+        check_similarity(args['similarity'], f'{key} ({owner})')
+        uses_table = loss_uses_table or bool(args['neighbor_file']) or (
+            isinstance(ratio, Number) and ratio > 0)
+        if isinstance(num_classes, int) and uses_table:
+            check_topk(args['topk'], num_classes, key=key, owner=owner,
+                       classes_key=classes_key)
+            check_neighbor_file(args['neighbor_file'], num_classes, key,
+                                owner, topk=args['topk'],
+                                similarity=args['similarity'])
+
+    @staticmethod
+    def check_classes(num_classes: int,
+                      dataset_classes: Optional[Sequence[str]],
+                      key: str = 'custom_hooks',
+                      classes_key: str = 'model.roi_head.bbox_head.'
+                      'num_classes') -> None:
+        """The detector's class count must be the training set's.
+
+        Args:
+            num_classes (int): The detector's (foreground) class count.
+            dataset_classes (Sequence[str], optional): The training set's
+                classes; None skips the check.
+            key (str): The hook's config key. Defaults to ``'custom_hooks'``.
+            classes_key (str): The config key of ``num_classes``.
+
+        Raises:
+            ConfigError: Naming the hook, both keys and the fix.
+        """
+        if dataset_classes is None or len(dataset_classes) == num_classes:
+            return
+        raise ConfigError(
+            f'{key} (BackgroundRoIPerturbationHook): the detector has '
+            f'{num_classes} classes but the training dataset has '
+            f'{len(dataset_classes)} ({classes_key} against '
+            f'train_dataloader.dataset); set {classes_key}='
+            f"{len(dataset_classes)} or the dataset's metainfo.classes")
 
     # ------------------------------------------------------------- hooks
     def before_train(self, runner) -> None:
@@ -216,11 +287,8 @@ class BackgroundRoIPerturbationHook(Hook):
                 f'with an RoI box head (Faster R-CNN, Cascade R-CNN, ...); '
                 f'{type(model).__name__} has none')
         num_classes = last_bbox_head(roi_head).num_classes
-        if dataset_classes is not None and len(
-                dataset_classes) != num_classes:
-            raise ValueError(
-                f'the detector has {num_classes} classes but the training '
-                f'dataset has {len(dataset_classes)}')
+        self.check_classes(num_classes, dataset_classes,
+                           classes_key=bbox_classes_key(roi_head.bbox_head))
         self._model = model
         self.num_classes = num_classes
         losses = find_modules(model, NeighborWeightedCELoss)

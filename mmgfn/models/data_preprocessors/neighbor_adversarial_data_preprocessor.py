@@ -20,16 +20,20 @@ from numbers import Number
 from typing import Optional, Sequence
 
 import torch
-from mmengine.logging import MMLogger
+from mmengine.logging import MessageHub, MMLogger
 from mmpretrain.models.utils.data_preprocessor import ClsDataPreprocessor
 from torch import Tensor, nn
 
 from mmgfn.registry import MODELS
+from mmgfn.utils.config_walk import with_defaults
+from mmgfn.utils.errors import ConfigError, check_choice, check_int
 from mmgfn.utils.fsdp import fsdp_kind
+from ..losses.neighbor_weighted_ce_loss import NeighborWeightedCELoss
 from ..utils.attack import (AttackGradScaler, frozen_model, padding_mask,
                             sign_gradient_attack, step_and_bounds)
-from ..utils.neighbor_table import (NeighborTable, check_topk, find_modules,
-                                    head_class_weights)
+from ..utils.neighbor_table import (NeighborTable, check_neighbor_file,
+                                    check_similarity, check_topk,
+                                    find_modules, head_class_weights)
 
 MODES = ('neighbor', 'untargeted')
 ETA_UNITS = ('normalized', 'pixel')
@@ -153,9 +157,9 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
         batch_augments: As in :class:`ClsDataPreprocessor`.
 
     Raises:
-        ValueError: For an unknown mode/unit/source, ``topk >= num_classes``,
-            a neighbour file for another number of classes, or a missing
-            ``neighbor_file``.
+        ConfigError: For an unknown mode/unit/source,
+            ``topk >= num_classes``, a neighbour file for another number of
+            classes, or a missing ``neighbor_file`` (:meth:`check_args`).
     """
 
     def __init__(self,
@@ -187,19 +191,13 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
             to_onehot=to_onehot,
             num_classes=num_classes,
             batch_augments=batch_augments)
-        _check_choice('mode', mode, MODES)
-        _check_choice('eta_unit', eta_unit, ETA_UNITS)
-        _check_choice('neighbor_source', neighbor_source, SOURCES)
-        _check_choice('attack_mode', attack_mode, ('eval', 'train'))
-        if not eta > 0:
-            raise ValueError(f'eta must be > 0, got {eta!r}')
-        if not isinstance(num_steps, int) or num_steps < 1:
-            raise ValueError(f'num_steps must be an integer >= 1, got '
-                             f'{num_steps!r}')
-        if not isinstance(refresh_interval, int) or refresh_interval < 0:
-            raise ValueError('refresh_interval must be an integer >= 0, got '
-                             f'{refresh_interval!r}')
-        check_topk(topk, num_classes)
+        self.check_args(
+            dict(num_classes=num_classes, eta=eta, eta_unit=eta_unit,
+                 topk=topk, num_steps=num_steps, mode=mode,
+                 neighbor_source=neighbor_source,
+                 neighbor_file=neighbor_file,
+                 refresh_interval=refresh_interval, attack_mode=attack_mode,
+                 similarity=similarity))
         self.eta = float(eta)
         self.eta_unit = eta_unit
         self.num_steps = num_steps
@@ -207,17 +205,11 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
         self.neighbor_source = neighbor_source
         self.refresh_interval = refresh_interval
         self.attack_mode = attack_mode
-        if neighbor_source == 'file' and not neighbor_file:
-            raise ValueError("neighbor_source='file' needs neighbor_file")
-        if neighbor_source == 'head' and neighbor_file:
-            raise ValueError(
-                f'neighbor_file="{neighbor_file}" is given but '
-                "neighbor_source='head'; set neighbor_source='file'")
         self.neighbor_file = neighbor_file
         # filled at the first training step (see _resolve_table): evaluation
-        # needs neither the file nor a table. A file that exists is checked
-        # now; a missing one is an error at the first training step (and
-        # before it, in tools/train.py's preflight)
+        # needs neither the file nor a table. A file that exists was checked
+        # by check_args; a missing one is an error at the first training
+        # step (and before it, in tools/train.py's preflight)
         self.neighbor_table = NeighborTable(num_classes, topk,
                                             similarity=similarity)
         # not a submodule (it must not enter state_dict)
@@ -231,6 +223,51 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
         self.grad_scaler = AttackGradScaler(**(grad_scaler or {}))
         self._bound = None
         self._train_steps = 0
+
+    @classmethod
+    def check_args(cls, args: dict,
+                   key: str = 'model.data_preprocessor') -> None:
+        """The value checks of the constructor, on its arguments or its
+        config dict (missing entries take the constructor's defaults;
+        ``num_classes`` missing skips the checks that need it), so that a
+        whole-config check refuses a config before building anything.
+
+        Args:
+            args (dict): The constructor's arguments, or the config dict.
+            key (str): Its config key, named in the messages.
+                Defaults to ``'model.data_preprocessor'``.
+
+        Raises:
+            ConfigError: One line naming ``<key>.<argument>`` and the fix.
+        """
+        args = with_defaults(cls, args)
+        owner = cls.__name__
+        for name, choices in (('mode', MODES), ('eta_unit', ETA_UNITS),
+                              ('neighbor_source', SOURCES),
+                              ('attack_mode', ('eval', 'train'))):
+            check_choice(f'{key}.{name}', args[name], choices, owner)
+        eta = args['eta']
+        if not isinstance(eta, Number) or not eta > 0:
+            raise ConfigError(f'{key}.eta={eta!r} ({owner}) must be > 0')
+        for name, low in (('num_steps', 1), ('refresh_interval', 0)):
+            check_int(f'{key}.{name}', args[name], low, owner)
+        num_classes = args['num_classes']
+        if num_classes is not None:
+            check_topk(args['topk'], num_classes, key=key, owner=owner)
+        source, path = args['neighbor_source'], args['neighbor_file']
+        if source == 'file' and not path:
+            raise ConfigError(f"{key}.neighbor_source='file' ({owner}) "
+                              f'needs {key}.neighbor_file')
+        if source == 'head' and path:
+            raise ConfigError(
+                f'{key}.neighbor_file="{path}" ({owner}) is given but '
+                f"{key}.neighbor_source='head'; set "
+                f"{key}.neighbor_source='file'")
+        check_similarity(args['similarity'], f'{key} ({owner})')
+        if isinstance(num_classes, int):
+            check_neighbor_file(path, num_classes, key, owner,
+                                topk=args['topk'],
+                                similarity=args['similarity'])
 
     # ------------------------------------------------------------ the model
     def bind(self, model: nn.Module) -> None:
@@ -312,7 +349,6 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
         model; a marker in the model's ``__dict__`` follows deepcopies)."""
         if model.__dict__.get('_gfn_neighbor_table') is self.neighbor_table:
             return
-        from ..losses.neighbor_weighted_ce_loss import NeighborWeightedCELoss
         for loss in find_modules(model, NeighborWeightedCELoss):
             if loss.share_neighbor_table(self.neighbor_table):
                 self._loss_uses_table = True
@@ -510,14 +546,9 @@ class NeighborAdversarialDataPreprocessor(ClsDataPreprocessor):
 
 def _resumed() -> bool:
     """Whether mmengine's current run started from a resumed iteration."""
-    from mmengine.logging import MessageHub
     try:
         return int(MessageHub.get_current_instance().get_info('iter',
                                                               0)) > 0
     except (TypeError, ValueError):
         return False
 
-
-def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f'{name}={value!r} is not one of {list(choices)}')

@@ -28,14 +28,20 @@ last is the background (label ``C``); the background row and column get no
 margin.
 """
 import os.path as osp
+from numbers import Number
 from typing import Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from mmgfn.registry import MODELS
+from mmgfn.utils.config_walk import with_defaults
+from mmgfn.utils.errors import ConfigError, check_choice
 from ..utils.deferred_check import deferred_check
-from ..utils.neighbor_table import NeighborTable, check_topk
+from ..utils.neighbor_table import (NeighborTable, check_neighbor_file,
+                                    check_topk)
+
+REDUCTIONS = ('none', 'mean', 'sum')
 
 
 @MODELS.register_module()
@@ -87,19 +93,10 @@ class NeighborWeightedCELoss(nn.Module):
                  class_weight: Optional[Sequence[float]] = None,
                  label_smooth_val: float = 0.0) -> None:
         super().__init__()
-        if not 0 < alpha < 1:
-            raise ValueError(f'alpha must be in (0, 1), got {alpha!r}')
-        if not scale >= 0:
-            raise ValueError(f'scale must be >= 0, got {scale!r}')
-        if reduction not in ('none', 'mean', 'sum'):
-            raise ValueError(f'reduction={reduction!r} is not one of none, '
-                             'mean, sum')
-        if topk is not None and (not isinstance(topk, int) or topk < 1):
-            raise ValueError(f'topk must be an integer >= 1 or None, got '
-                             f'{topk!r}')
-        if not 0 <= label_smooth_val < 1:
-            raise ValueError('label_smooth_val must be in [0, 1), got '
-                             f'{label_smooth_val!r}')
+        self.check_args(
+            dict(alpha=alpha, topk=topk, scale=scale,
+                 neighbor_file=neighbor_file, num_classes=num_classes,
+                 reduction=reduction, label_smooth_val=label_smooth_val))
         self.alpha = float(alpha)
         self.topk = topk
         self.scale = float(scale)
@@ -113,11 +110,70 @@ class NeighborWeightedCELoss(nn.Module):
         self.label_smooth_val = float(label_smooth_val)
         self._cache = (None, None, None)  # (table, version, margins)
         # a plain attribute: a shared table must not become a submodule.
-        # A neighbor_file that exists is checked now; a missing one is an
+        # A neighbor_file that exists is loaded now; a missing one is an
         # error at first use only (evaluation never needs it)
         self.__dict__['_table'] = None
         if neighbor_file and osp.isfile(neighbor_file):
-            self.neighbor_table  # noqa: B018  (loads and checks the file)
+            self.neighbor_table  # noqa: B018  (loads the checked file)
+
+    @classmethod
+    def check_args(cls,
+                   args: dict,
+                   key: str = 'model.head.loss',
+                   num_classes: Optional[int] = None,
+                   classes_key: str = '',
+                   table_topk: Optional[int] = None,
+                   table_key: str = '') -> None:
+        """The value checks of the constructor, on its arguments or its
+        config dict (missing entries take the constructor's defaults), and,
+        given the model's class count and the shared table's ``topk``, the
+        checks that need them, so that a whole-config check refuses a
+        config before building anything.
+
+        Args:
+            args (dict): The constructor's arguments, or the config dict.
+            key (str): Its config key, named in the messages.
+                Defaults to ``'model.head.loss'``.
+            num_classes (int, optional): The model's class count, used when
+                ``args`` has no ``num_classes``.
+            classes_key (str): The config key of ``num_classes``.
+            table_topk (int, optional): The neighbours per class of the
+                table shared with this loss (when it has no file).
+            table_key (str): The config key of ``table_topk``.
+
+        Raises:
+            ConfigError: One line naming ``<key>.<argument>`` and the fix.
+        """
+        args = with_defaults(cls, args)
+        owner = cls.__name__
+        alpha, scale = args['alpha'], args['scale']
+        if not isinstance(alpha, Number) or not 0 < alpha < 1:
+            raise ConfigError(f'{key}.alpha={alpha!r} ({owner}) must be in '
+                              '(0, 1)')
+        if not isinstance(scale, Number) or not scale >= 0:
+            raise ConfigError(f'{key}.scale={scale!r} ({owner}) must be '
+                              '>= 0')
+        check_choice(f'{key}.reduction', args['reduction'], REDUCTIONS,
+                     owner)
+        smooth = args['label_smooth_val']
+        if not isinstance(smooth, Number) or not 0 <= smooth < 1:
+            raise ConfigError(f'{key}.label_smooth_val={smooth!r} ({owner}) '
+                              'must be in [0, 1)')
+        topk = args['topk']
+        if topk is not None and (not isinstance(topk, int) or topk < 1):
+            raise ConfigError(f'{key}.topk={topk!r} ({owner}) must be an '
+                              'integer >= 1 or None (the table\'s topk)')
+        n = args['num_classes']
+        if n is not None:
+            classes_key = f'{key}.num_classes'
+        else:
+            n = num_classes
+        path = args['neighbor_file']
+        if topk is not None and isinstance(n, int):
+            check_topk(topk, n, limit=None if path else table_topk,
+                       key=key, owner=owner, classes_key=classes_key,
+                       limit_key=table_key)
+        check_neighbor_file(path, n, key, owner)
 
     def share_neighbor_table(self, table: NeighborTable) -> bool:
         """Use ``table`` (the preprocessor's or hook's), unless this loss

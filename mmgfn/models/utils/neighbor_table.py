@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmgfn.utils.errors import ConfigError
 from .features import forward_batch
 
 FILE_FORMAT = 'mmgfn-neighbor-table/1'
@@ -299,7 +300,7 @@ class NeighborTable(nn.Module):
         if not osp.isfile(path):
             raise FileNotFoundError(
                 f'neighbour file "{path}" does not exist (write it with '
-                'tools/build_neighbors.py CONFIG CHECKPOINT --out FILE)')
+                'tools/build_neighbors.py CONFIG CHECKPOINT)')
         try:
             with open(path, encoding='utf-8') as f:
                 meta = json.load(f)
@@ -335,10 +336,10 @@ class NeighborTableError(ValueError):
 
 
 def check_similarity(similarity: str, where: str = 'similarity') -> None:
-    """Raise ValueError unless ``similarity`` is one of
-    :data:`SIMILARITIES`."""
+    """Raise ConfigError unless ``similarity`` is one of
+    :data:`SIMILARITIES` (``where`` names the key or the source)."""
     if similarity not in SIMILARITIES:
-        raise ValueError(f'{where}: similarity={similarity!r} is not one of '
+        raise ConfigError(f'{where}: similarity={similarity!r} is not one of '
                          f'{list(SIMILARITIES)}')
 
 
@@ -390,20 +391,86 @@ def check_neighbors(neighbors: Tensor,
                 f'{neighbors[c].tolist()}')
 
 
-def check_topk(topk: int, num_classes: int, limit: Optional[int] = None):
-    """Raise ValueError unless ``1 <= topk < num_classes`` (and ``<=
-    limit``)."""
+def check_topk(topk: int,
+               num_classes: int,
+               limit: Optional[int] = None,
+               key: str = '',
+               owner: str = '',
+               classes_key: str = '',
+               limit_key: str = '') -> None:
+    """The one rule on ``topk``: an integer with ``1 <= topk < num_classes``
+    (a class has ``num_classes - 1`` others) and ``<= limit`` (the
+    neighbours per class of the table it reads).
+
+    Args:
+        topk (int): The value to check.
+        num_classes (int): The class count it is checked against.
+        limit (int, optional): The table's neighbours per class.
+        key (str): The config key of the component (``'model.head.loss'``):
+            the message names ``<key>.topk``. Defaults to '' (``topk``).
+        owner (str): The component's class name, named in the message.
+        classes_key (str): The config key that gives ``num_classes``.
+            Defaults to ``<key>.num_classes``.
+        limit_key (str): The config key that gives ``limit``.
+
+    Raises:
+        ConfigError: One line naming the key, its value and the fix.
+    """
+    prefix = f'{key}.' if key else ''
+    who = f' ({owner})' if owner else ''
+    classes_key = classes_key or f'{prefix}num_classes'
     if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f'num_classes must be an integer >= 2, got '
-                         f'{num_classes!r}')
+        raise ConfigError(f'{classes_key}={num_classes!r}{who} must be an '
+                          'integer >= 2')
     if not isinstance(topk, int) or not 1 <= topk < num_classes:
-        raise ValueError(
-            f'topk={topk!r} must be an integer in [1, num_classes) = '
-            f'[1, {num_classes}): a class has {num_classes - 1} other '
-            'classes')
+        raise ConfigError(
+            f'{prefix}topk={topk!r}{who} must be an integer in '
+            f'[1, num_classes) = [1, {num_classes}): with {classes_key}='
+            f'{num_classes} a class has {num_classes - 1} other classes; '
+            f'set {prefix}topk to at most {num_classes - 1}')
     if limit is not None and topk > limit:
-        raise ValueError(f'topk={topk} exceeds the neighbour table\'s '
-                         f'{limit} neighbours per class')
+        source = f' ({limit_key})' if limit_key else ''
+        raise ConfigError(
+            f'{prefix}topk={topk}{who} exceeds the neighbour table\'s '
+            f'{limit} neighbours per class{source}; set {prefix}topk to at '
+            f'most {limit}')
+
+
+def check_neighbor_file(path: Optional[str],
+                        num_classes: Optional[int],
+                        key: str,
+                        owner: str = '',
+                        topk: Optional[int] = None,
+                        similarity: Optional[str] = None) -> None:
+    """An existing ``neighbor_file`` must be a table for ``num_classes``
+    classes (with at least ``topk`` neighbours, ranked by ``similarity``).
+    A missing file is not checked here: evaluation never reads it, and
+    training refuses it at the first step (and in its preflight).
+
+    Args:
+        path (str, optional): The file (``None``/``''``: nothing to check).
+        num_classes (int, optional): The classes the file must be for.
+        key (str): The config key of the component: the message names
+            ``<key>.neighbor_file``.
+        owner (str): The component's class name, named in the message.
+        topk, similarity: As in :meth:`NeighborTable.from_file`.
+
+    Raises:
+        ConfigError: Naming the key, the file and the fix.
+    """
+    if not isinstance(path, str) or not path or '://' in path or \
+            not osp.isfile(osp.expanduser(path)):
+        return
+    try:
+        NeighborTable.from_file(osp.expanduser(path), num_classes=num_classes,
+                                topk=topk, similarity=similarity)
+    except ValueError as e:
+        who = f' ({owner})' if owner else ''
+        fix = (f'rebuild it with tools/build_neighbors.py for the model, or '
+               f'point {key}.neighbor_file at a table for {num_classes} '
+               'classes' if num_classes else
+               'rebuild it with tools/build_neighbors.py')
+        raise ConfigError(f'{key}.neighbor_file{who}: {e}; {fix}') from e
 
 
 def _name(c: int, class_names: Optional[Sequence[str]]) -> str:
@@ -483,6 +550,15 @@ def last_bbox_head(roi_head: nn.Module) -> nn.Module:
     bbox_head = roi_head.bbox_head
     return bbox_head[-1] if isinstance(bbox_head, nn.ModuleList) \
         else bbox_head
+
+
+def bbox_classes_key(bbox_head) -> str:
+    """The config key of a detector's class count: the box head's
+    ``num_classes``, the last stage's for a cascade (``bbox_head`` a list,
+    of modules or of config dicts)."""
+    if isinstance(bbox_head, (list, tuple, nn.ModuleList)) and bbox_head:
+        return f'model.roi_head.bbox_head[{len(bbox_head) - 1}].num_classes'
+    return 'model.roi_head.bbox_head.num_classes'
 
 
 def head_class_weights(model: nn.Module, num_classes: int) -> Tensor:
