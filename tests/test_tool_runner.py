@@ -8,6 +8,8 @@ import os.path as osp
 import sys
 from contextlib import redirect_stderr, redirect_stdout
 
+import pytest
+
 from mmgfn.apis.tool_runner import StageOutput, run_tool
 
 TOOL = '''
@@ -66,3 +68,6 @@ def test_a_tool_without_log_writes_to_the_terminal(tmp_path):
     assert stop is None
     assert terminal.startswith('+ ' + sys.executable)
     assert 'noise' in terminal and 'oops' in errors
+    # a log needs the outputs that can switch to it
+    with pytest.raises(TypeError, match='StageOutput'):
+        run_tool(str(tmp_path / 'tool.py'), [], str(tmp_path / 'x.log'))

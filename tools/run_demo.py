@@ -54,54 +54,30 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--work-dir', default='work_dirs/demo')
     parser.add_argument('--data', default='data/digits')
-    parser.add_argument(
-        '--epochs',
-        type=int,
-        default=6,
-        help='baseline training epochs (default 6)')
-    parser.add_argument(
-        '--finetune-epochs',
-        type=int,
-        default=10,
-        help='fine-tuning epochs of each variant (10)')
-    parser.add_argument(
-        '--corruptions',
-        nargs='+',
-        default=list(BENCHMARK_CORRUPTIONS),
-        choices=BENCHMARK_CORRUPTIONS)
-    parser.add_argument(
-        '--severities',
-        nargs='+',
-        type=int,
-        default=[1, 2, 3, 4, 5],
-        choices=[1, 2, 3, 4, 5])
-    parser.add_argument(
-        '--workers',
-        type=int,
-        default=2,
-        help='processes that corrupt the images (2)')
-    parser.add_argument(
-        '--seeds',
-        type=int,
-        default=1,
-        help='training seeds of the fine-tunings (1; more '
-        'report the spread between seeds)')
+    parser.add_argument('--epochs', type=int, default=6,
+                        help='baseline training epochs (default 6)')
+    parser.add_argument('--finetune-epochs', type=int, default=10,
+                        help='fine-tuning epochs of each variant (10)')
+    parser.add_argument('--corruptions', nargs='+',
+                        default=list(BENCHMARK_CORRUPTIONS),
+                        choices=BENCHMARK_CORRUPTIONS)
+    parser.add_argument('--severities', nargs='+', type=int,
+                        default=[1, 2, 3, 4, 5], choices=[1, 2, 3, 4, 5])
+    parser.add_argument('--workers', type=int, default=2,
+                        help='processes that corrupt the images (2)')
+    parser.add_argument('--seeds', type=int, default=1,
+                        help='training seeds of the fine-tunings (1; more '
+                        'report the spread between seeds)')
     return parser.parse_args()
 
 
 def data_options(data: str) -> list:
-    return [
-        f'{loader}_dataloader.dataset.data_root={data}'
-        for loader in ('train', 'val', 'test')
-    ]
+    return [f'{loader}_dataloader.dataset.data_root={data}'
+            for loader in ('train', 'val', 'test')]
 
 
-def train(name: str,
-          args,
-          work_dir: str,
-          epochs: int,
-          load_from: str = None,
-          seed: int = 0) -> str:
+def train(name: str, args, work_dir: str, epochs: int,
+          load_from: str = None, seed: int = 0) -> str:
     """Train one model quietly (log in its work dir); its checkpoint."""
     opts = data_options(args.data) + [
         f'train_cfg.max_epochs={epochs}', f'param_scheduler.T_max={epochs}',
@@ -112,13 +88,12 @@ def train(name: str,
         opts.append(f'load_from={load_from}')
     if seed:
         opts.append(f'randomness.seed={seed}')
-    print(
-        f'  {LABELS[name]}: {epochs} epochs, log in {work_dir}/train.log',
-        flush=True)
+    print(f'  {LABELS[name]}: {epochs} epochs, log in {work_dir}/train.log',
+          flush=True)
     run_tool('tools/train.py',
              [CONFIGS[name], '--work-dir', work_dir, '--cfg-options', *opts],
-             osp.join(work_dir,
-                      'train.log'), ('Epoch(val)', 'neighbour table'))
+             osp.join(work_dir, 'train.log'),
+             ('Epoch(val)', 'neighbour table'))
     return osp.join(work_dir, f'epoch_{epochs}.pth')
 
 
@@ -141,10 +116,8 @@ def main() -> None:
 
     def step(what: str) -> None:  # numbered steps with elapsed time
         done.append(what)
-        print(
-            f'\n[{len(done)}/6] {what} ({time.time() - start:.0f} s '
-            'elapsed)',
-            flush=True)
+        print(f'\n[{len(done)}/6] {what} ({time.time() - start:.0f} s '
+              'elapsed)', flush=True)
 
     # paths are relative to the repository root, wherever the demo starts
     os.chdir(ROOT)
@@ -157,14 +130,12 @@ def main() -> None:
         print(f'  {args.data} exists')
 
     step('train the baseline classifier')
-    ckpts = {
-        'baseline':
-        train('baseline', args, osp.join(work, 'baseline'), args.epochs)
-    }
+    ckpts = {'baseline': train('baseline', args, osp.join(work, 'baseline'),
+                               args.epochs)}
 
     seeds = list(range(max(args.seeds, 1)))
-    step('fine-tune the baseline: plain, GFN, Adv.' +
-         (f' (seeds {", ".join(map(str, seeds))})' if seeds[1:] else ''))
+    step('fine-tune the baseline: plain, GFN, Adv.'
+         + (f' (seeds {", ".join(map(str, seeds))})' if seeds[1:] else ''))
     runs = {s: dict(ckpts) for s in seeds}
     for s in seeds:
         sub = osp.join(work, f'seed{s}') if s else work

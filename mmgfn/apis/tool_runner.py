@@ -81,15 +81,20 @@ def run_tool(script: str,
             these are also printed. Defaults to ().
 
     Raises:
+        TypeError: With ``log``, if ``sys.stdout`` or ``sys.stderr`` is not
+            a :class:`StageOutput`.
         SystemExit: If the tool fails (exits with a non-zero status or
             raises); the tail of its log is printed first.
     """
     args = [str(a) for a in args]
     if log is None:
         print('+ ' + ' '.join([sys.executable, script, *args]), flush=True)
-    else:
-        os.makedirs(osp.dirname(osp.abspath(log)), exist_ok=True)
     outputs = (sys.stdout, sys.stderr) if log else ()
+    if not all(isinstance(out, StageOutput) for out in outputs):
+        raise TypeError('run_tool with a log needs sys.stdout and sys.stderr '
+                        'to be StageOutput objects (see its docstring)')
+    if log:
+        os.makedirs(osp.dirname(osp.abspath(log)), exist_ok=True)
     argv, cwd, code = list(sys.argv), os.getcwd(), 0
     with open(log or os.devnull, 'w') as f:
         for out in outputs:
