@@ -1,6 +1,6 @@
 """tools/run_demo.py end to end at the smallest size that runs every stage
-(1 epoch, 2 corruptions x 1 severity, 2 training seeds), run once as the
-user runs it and checked by several tests."""
+(1 epoch, 2 corruptions x 1 severity, 2 training seeds, 1 corruption
+process), run once as the user runs it and checked by several tests."""
 import json
 import os.path as osp
 
@@ -24,7 +24,8 @@ def demo(tmp_path_factory):
     proc = run_tool([
         'tools/run_demo.py', '--work-dir', work, '--data', data, '--epochs',
         '1', '--finetune-epochs', '1', '--corruptions', *CORRUPTIONS,
-        '--severities', *map(str, SEVERITIES), '--seeds', '2'
+        '--severities', *map(str, SEVERITIES), '--seeds', '2', '--workers',
+        '1'  # corrupted here: no worker processes to start
     ], timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with open(osp.join(work, 'report.md')) as f:
