@@ -11,14 +11,15 @@ import os.path as osp
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT, run_tool
+from conftest import ROOT, run_tool, run_tool_in_process
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from test_detection_datasets import (_image, _voc, _write, write_exdark,
                                      write_rtts)
 
 from mmgfn.datasets.converters import (AnnotationError, convert_cityscapes,
-                                       convert_exdark, convert_rtts)
+                                       convert_exdark, convert_rtts,
+                                       write_digits)
 
 CS_TOOL = 'tools/dataset_converters/cityscapes_to_coco.py'
 RTTS_TOOL = 'tools/dataset_converters/rtts_to_coco.py'
@@ -300,3 +301,19 @@ def test_exdark_decoding_header_and_clip_boxes(tmp_path):
         'clipped to (50, 6, 14, 30) inside the 64x48 image']
     assert [a['bbox'] for a in coco['annotations'] if a['image_id'] == 1] \
         == [[5, 6, 20, 30], [30, 2, 10, 40], [50, 6, 14, 30]]
+
+
+def test_digits_below_32_pixels_are_refused(tmp_path):
+    """imagecorruptions needs 32 x 32: the function names its argument,
+    the tool its flag (one line, status 2), and nothing is written."""
+    out = str(tmp_path / 'digits')
+    with pytest.raises(ValueError, match='size must be at least 32, got 31'):
+        write_digits(out, 31)
+    proc = run_tool_in_process([
+        'tools/dataset_converters/digits_to_imagefolder.py', out, '--size',
+        '31'
+    ])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        'error: --size must be at least 32, got 31')
+    assert not os.path.exists(out)

@@ -6,6 +6,7 @@ the closed form, as the roots of the score equation
 """
 import json
 import math
+import os
 import os.path as osp
 from types import SimpleNamespace
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import (DIGITS_CONFIG, build_digits_model, digits_options,
-                      load_tool, run_tool, save_checkpoint, train_digits)
+                      run_tool, save_checkpoint, train_digits)
 
 from mmgfn.evaluation.functional import (chance_level_cells,
                                          difference_interval, mean_interval,
@@ -24,7 +25,9 @@ Z = 1.959963984540054  # Phi^-1(0.975)
 
 @pytest.fixture(scope='module')
 def demo():
-    return load_tool('tools/run_demo.py', 'run_demo_report_module')
+    """The demo's report functions (tools/run_demo.py runs them)."""
+    from mmgfn.apis import demo_report
+    return demo_report
 
 
 def score_roots(wrong, total, z=Z):
@@ -312,3 +315,80 @@ def test_seed_spread_by_hand(demo, tmp_path):
             '[-9.00, -5.00].') in md
     with open(tmp_path / 'report.json') as f:
         assert json.load(f)['seed_spread']['seeds'] == [0, 1]
+
+
+# ------------------------------------------------------ the whole report ---
+def _write_sweep(folder: str, wrong: dict) -> str:
+    """A sweep's results.json as test_robustness.py writes it, with the
+    per-image outcomes ``wrong`` (``{(corruption, severity): (N,) bool}``)
+    of the same N images in every cell."""
+    from mmgfn.evaluation.robustness_sweep import encode_outcomes
+    ids = [f'{i % 10}/{i:04d}.png|{i % 10}' for i in range(40)]
+    cells = [
+        dict(corruption=c, severity=s, quantity='error',
+             value=float(w.mean()), wrong=int(w.sum()), total=w.size,
+             outcomes=encode_outcomes(w, ids))
+        for (c, s), w in wrong.items()
+    ]
+    os.makedirs(folder, exist_ok=True)
+    with open(osp.join(folder, 'results.json'), 'w') as f:
+        json.dump(dict(suite='corrupt', cells=cells), f)
+    return folder
+
+
+def test_write_demo_report_on_constructed_sweeps(demo, tmp_path):
+    """The paired comparisons (one per other model, their files), the seed
+    spread (two seeds) and the class count read from ``<data>/val``."""
+    rng = np.random.default_rng(0)
+    grid = [('clean', 0), ('fog', 1), ('fog', 3)]
+    rates = dict(baseline=0.6, plain=0.5, gfn=0.3, adv=0.45)
+    data = tmp_path / 'digits'
+    for label in range(10):
+        (data / 'val' / str(label)).mkdir(parents=True)
+    (data / 'val' / 'README.txt').write_text('not a class')
+    evals, sweeps = {0: {}, 1: {}}, {}
+    for seed in (0, 1):
+        for name, rate in rates.items():
+            if seed and name == 'baseline':
+                evals[1][name] = evals[0][name]
+                continue
+            folder = _write_sweep(
+                str(tmp_path / f'seed{seed}' / name),
+                {cell: rng.random(40) < rate + 0.1 * seed for cell in grid})
+            evals[seed][name] = demo.cell_errors(
+                osp.join(folder, 'results.json'))
+            if not seed:
+                sweeps[name] = folder
+    args = SimpleNamespace(data=str(data), corruptions=['fog'],
+                           severities=[1, 3], epochs=6, finetune_epochs=10)
+    out = str(tmp_path / 'work')
+    os.makedirs(out)
+    content = demo.write_demo_report(args, evals, sweeps, out, 0.0)
+
+    assert content['num_classes'] == 10  # class folders only
+    assert list(content['paired']) == ['baseline', 'plain', 'adv']
+    with open(osp.join(out, 'report.md')) as f:
+        md = f.read()
+    for other, result in content['paired'].items():
+        folder = osp.join(out, 'comparisons', f'gfn_vs_{other}')
+        with open(osp.join(folder, 'comparison.json')) as f:
+            comparison = json.load(f)
+        assert comparison['names'] == ['GFN', demo.LABELS[other]]
+        assert comparison['baseline'].startswith(sweeps['baseline'])
+        assert result['sentence'] == comparison['sentence']
+        assert result['sentence'] in md
+        assert result['num_cells'] == 2 and result['num_images'] == 40
+    spread = content['seed_spread']
+    assert spread['seeds'] == [0, 1]
+    gfn = [100 * np.mean([evals[s]['gfn']['cells'][c]
+                          for c in (('fog', 1), ('fog', 3))])
+           for s in (0, 1)]
+    assert spread['models']['gfn']['mean_corruption_error']['values'] == \
+        pytest.approx(gfn)
+    assert '## Spread between training seeds (2 seeds: 0, 1)' in md
+    with open(osp.join(out, 'report.json')) as f:
+        assert json.load(f)['seed_spread']['seeds'] == [0, 1]
+
+    # one seed: no spread
+    content = demo.write_demo_report(args, {0: evals[0]}, sweeps, out, 0.0)
+    assert content['seed_spread'] is None

@@ -10,7 +10,9 @@ Errors in the report are percentages; differences are GFN minus the other
 model, in percentage points.
 """
 import json
+import os
 import os.path as osp
+import time
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -20,8 +22,10 @@ from mmgfn.evaluation.functional import (chance_error, chance_level_cells,
                                          difference_interval, mean_interval,
                                          summarize_corruption_errors,
                                          wilson_interval)
-from mmgfn.evaluation.robustness_sweep import comparison_sentence
+from mmgfn.evaluation.robustness_sweep import (compare_sweeps,
+                                               comparison_sentence)
 from mmgfn.utils.errors import ConfigError
+from mmgfn.visualization import write_comparison
 
 #: Report labels of the demo's models.
 LABELS = {
@@ -57,6 +61,61 @@ def cell_errors(results_file: str) -> dict:
             counts[(r['corruption'], r['severity'])] = pair
     return dict(cells=cells, counts=counts, clean_error=clean,
                 clean_counts=clean_counts)
+
+
+def count_classes(data_root: str) -> int:
+    """Number of class folders of ``<data_root>/val`` (the evaluated
+    split)."""
+    val = osp.join(data_root, 'val')
+    return len([d for d in os.listdir(val) if osp.isdir(osp.join(val, d))])
+
+
+def compare_models(sweeps: Dict[str, str], out_dir: str) -> Dict[str, dict]:
+    """GFN against each other model, paired over the same images.
+
+    Args:
+        sweeps (dict): Per model name (``gfn``, ``baseline`` and the
+            others), the work dir of its sweep.
+        out_dir (str): ``comparisons/gfn_vs_<model>/comparison.{md,json,
+            png}`` are written under it.
+
+    Returns:
+        dict: Per other model (in the order of ``sweeps``), the
+        :func:`~mmgfn.evaluation.robustness_sweep.compare_sweeps` of GFN
+        against it.
+    """
+    paired = {}
+    for other in (name for name in sweeps if name != 'gfn'):
+        paired[other] = compare_sweeps(
+            sweeps['gfn'], sweeps[other], baseline=sweeps['baseline'],
+            names=('GFN', LABELS[other]))
+        write_comparison(paired[other],
+                         osp.join(out_dir, 'comparisons', f'gfn_vs_{other}'))
+    return paired
+
+
+def write_demo_report(args, evals: Dict[int, dict], sweeps: Dict[str, str],
+                      out_dir: str, start: float) -> dict:
+    """The whole report of a demo run: the paired comparisons, the spread
+    between seeds (with several) and report.{md,json,png}.
+
+    Args:
+        args (argparse.Namespace): ``data``, ``corruptions``,
+            ``severities``, ``epochs`` and ``finetune_epochs`` of the run.
+        evals (dict): Per training seed (0 first), per model name, the
+            :func:`cell_errors` of its evaluation.
+        sweeps (dict): Per model name, the work dir of its seed-0 sweep.
+        out_dir (str): Folder of the report files.
+        start (float): ``time.time()`` when the run started.
+
+    Returns:
+        dict: The content of report.json (see :func:`report`).
+    """
+    paired = compare_models(sweeps, out_dir)
+    spread = seed_spread(evals, args.corruptions, args.severities) \
+        if len(evals) > 1 else None
+    return report(args, evals[0], out_dir, time.time() - start,
+                  count_classes(args.data), paired, spread)
 
 
 def _pct(interval) -> list:

@@ -24,7 +24,7 @@ import argparse
 import os.path as osp
 
 from mmgfn.datasets.converters import EXDARK_CLASSES, convert_exdark
-from mmgfn.datasets.converters.common import (add_annotation_options,
+from mmgfn.datasets.converters.common import (ANNOTATION_SWITCHES,
                                               print_conversion_summary)
 from mmgfn.apis.cli import run_cli
 
@@ -43,7 +43,9 @@ def parse_args() -> argparse.Namespace:
         help="ExDark's imageclasslist.txt (5th column: 1 train, 2 val, "
         '3 test)')
     parser.add_argument('--split', choices=['train', 'val', 'test'])
-    add_annotation_options(parser)
+    for name, what in ANNOTATION_SWITCHES.items():
+        parser.add_argument(
+            '--' + name.replace('_', '-'), action='store_true', help=what)
     args = parser.parse_args()
     if (args.split is None) != (args.split_file is None):
         parser.error('--split and --split-file go together')
@@ -59,6 +61,7 @@ def main() -> None:
                           args.split_file, args.split, args.skip_invalid,
                           args.keep_empty, args.clip_boxes)
     print_conversion_summary(coco, EXDARK_CLASSES, out)
+
 
 if __name__ == '__main__':
     run_cli(main)

@@ -23,7 +23,7 @@ import argparse
 import os.path as osp
 
 from mmgfn.datasets.converters import RTTS_CLASSES, convert_rtts
-from mmgfn.datasets.converters.common import (add_annotation_options,
+from mmgfn.datasets.converters.common import (ANNOTATION_SWITCHES,
                                               print_conversion_summary)
 from mmgfn.apis.cli import run_cli
 
@@ -35,7 +35,9 @@ def parse_args() -> argparse.Namespace:
         '--out', help='output json (default: <data_root>/rtts_coco.json)')
     parser.add_argument('--ann-dir', default='Annotations')
     parser.add_argument('--img-dir', default='JPEGImages')
-    add_annotation_options(parser)
+    for name, what in ANNOTATION_SWITCHES.items():
+        parser.add_argument(
+            '--' + name.replace('_', '-'), action='store_true', help=what)
     return parser.parse_args()
 
 

@@ -859,6 +859,64 @@ MUTANTS: List[Mutant] = [
       'if False:',
       "the hook's topk is not checked against the detector's classes",
       f'{CHECKS}::test_hook_topk_and_class_count_in_preflight'),
+    # ------------------------------- the demo's report and its statistics
+    M('demo-wilson-bounds-swapped',
+      'mmgfn/evaluation/functional/intervals.py',
+      '    return max(0.0, min(p, centre - half)), '
+      'min(1.0, max(p, centre + half))',
+      '    return min(1.0, max(p, centre + half)), '
+      'max(0.0, min(p, centre - half))',
+      'the Wilson interval of an error is returned as (high, low)',
+      'tests/test_demo_report.py::'
+      'test_wilson_interval_matches_published_values'),
+    M('demo-newcombe-bounds-crossed',
+      'mmgfn/evaluation/functional/intervals.py',
+      '    return (d - math.sqrt((pa - la)**2 + (ub - pb)**2),',
+      '    return (d - math.sqrt((ua - pa)**2 + (pb - lb)**2),',
+      "Newcombe's lower bound of a difference takes the upper bound's terms",
+      'tests/test_demo_report.py::test_wilson_difference_and_mean_by_hand'),
+    M('demo-errs-less-lower-bound', 'mmgfn/apis/demo_report.py',
+      'if per_cell[c][1] < 0]', 'if per_cell[c][0] < 0]',
+      'GFN "errs less" on a cell whose difference interval holds 0',
+      'tests/test_demo_report.py::'
+      'test_chance_level_cells_on_a_constructed_table'),
+    M('demo-seed-sd-population', 'mmgfn/apis/demo_report.py',
+      'sd=float(arr.std(ddof=1))', 'sd=float(arr.std(ddof=0))',
+      'the spread between seeds reports the population sd (ddof 0)',
+      'tests/test_demo_report.py::test_seed_spread_by_hand'),
+    M('demo-spread-dropped-with-two-seeds', 'mmgfn/apis/demo_report.py',
+      'if len(evals) > 1 else None', 'if len(evals) > 2 else None',
+      'a run with two training seeds reports no spread between them',
+      'tests/test_demo_report.py::'
+      'test_write_demo_report_on_constructed_sweeps'),
+    M('demo-class-count-any-entry', 'mmgfn/apis/demo_report.py',
+      'if osp.isdir(osp.join(val, d))])', 'if d])',
+      'a file beside the class folders counts as a class (chance level)',
+      'tests/test_demo_report.py::'
+      'test_write_demo_report_on_constructed_sweeps'),
+    M('demo-comparison-without-baseline', 'mmgfn/apis/demo_report.py',
+      "sweeps['gfn'], sweeps[other], baseline=sweeps['baseline'],",
+      "sweeps['gfn'], sweeps[other], baseline=None,",
+      'the paired comparisons leave out the error relative to the baseline',
+      'tests/test_demo_report.py::'
+      'test_write_demo_report_on_constructed_sweeps'),
+    M('tool-runner-failure-ignored', 'mmgfn/apis/tool_runner.py',
+      '    if code:\n        if log:', '    if False:\n        if log:',
+      'the demo goes on after one of its tools failed',
+      'tests/test_tool_runner.py::'
+      'test_a_failing_tool_stops_the_job_with_its_log'),
+    M('tool-runner-children-left', 'mmgfn/apis/tool_runner.py',
+      '            for child in multiprocessing.active_children():',
+      '            for child in []:',
+      "a tool's child processes (dataloader workers) outlive it",
+      'tests/test_tool_runner.py::'
+      'test_a_tool_in_this_process_logs_and_leaves_nothing'),
+    M('digits-size-unchecked',
+      'tools/dataset_converters/digits_to_imagefolder.py',
+      '    if args.size < MIN_DIGIT_SIZE:', '    if False:',
+      'the digits tool fails with a traceback for --size 31',
+      'tests/test_dataset_converters.py::'
+      'test_digits_below_32_pixels_are_refused'),
 ]
 
 # --------------------------------------------------------------- running

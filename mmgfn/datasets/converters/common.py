@@ -3,7 +3,6 @@ the case of their names, reading image sizes the way the boxes were drawn,
 collecting every annotation problem before failing, and writing the COCO
 json that mmdet's ``CocoDataset`` and ``CocoMetric`` read.
 """
-import argparse
 import json
 import os
 import os.path as osp
@@ -188,26 +187,20 @@ def fail_or_report(problems: List[str], what: str,
     return problems
 
 
-def add_annotation_options(parser: argparse.ArgumentParser) -> None:
-    """Add what a converter tool does with bad annotations to its
-    ``argparse.ArgumentParser``: ``--skip-invalid``, ``--keep-empty`` and
-    ``--clip-boxes`` (all off: bad annotations are refused, see
-    :class:`AnnotationError`)."""
-    parser.add_argument(
-        '--skip-invalid',
-        action='store_true',
-        help='drop images with bad annotations (listed on stderr) instead '
-        'of failing')
-    parser.add_argument(
-        '--keep-empty',
-        action='store_true',
-        help='keep images whose annotation has no object (refused by '
-        'default: every detection on such an image is a false positive)')
-    parser.add_argument(
-        '--clip-boxes',
-        action='store_true',
-        help='clip boxes that reach over the image border (each clip is '
-        'listed on stderr) instead of refusing them')
+#: The switches of the converters that read annotations by hand (RTTS,
+#: ExDark) for bad annotations, all off by default (bad annotations are
+#: refused, see :class:`AnnotationError`): argument name -> what it does.
+ANNOTATION_SWITCHES = {
+    'skip_invalid':
+    'drop images with bad annotations (listed on stderr) '
+    'instead of failing',
+    'keep_empty':
+    'keep images whose annotation has no object (refused by '
+    'default: every detection on such an image is a false positive)',
+    'clip_boxes':
+    'clip boxes that reach over the image border (each clip is '
+    'listed on stderr) instead of refusing them',
+}
 
 
 def print_conversion_summary(coco: dict, classes: Sequence[str],
