@@ -343,8 +343,8 @@ def test_detection_metric_key_is_read_from_the_stored_metrics(
 def test_detector_with_another_class_count_is_refused(detector, tmp_path):
     work = str(tmp_path / 'work')
     last = _refusal(_det_run(detector, work, ckpt=detector['ckpt5']))
-    assert 'roi_head.bbox_head.fc_cls.weight is [6, 1024] in the ' \
-        'checkpoint but [3, 1024] in the model' in last
+    assert 'roi_head.bbox_head.fc_cls.weight has shape [6, 1024] in the ' \
+        'checkpoint and [3, 1024] in the model' in last
     assert 'model.roi_head.bbox_head.num_classes=2' in last
     assert not osp.exists(osp.join(work, 'cells.jsonl'))
 

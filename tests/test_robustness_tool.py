@@ -486,7 +486,7 @@ def test_corrupt_suite_with_the_torch_backend_never_mixes_backends(
         _check_refused(sweep(works[backend], other),
                        f'holds cells corrupted by the {backend} backend',
                        f'this sweep uses {other}',
-                       f'--corruption-backend) {backend}')
+                       f'or --corruption-backend {backend}')
         assert _lines(osp.join(works[backend], 'cells.jsonl')) == before
     proc = sweep(works['torch'], 'torch')
     _check_ok(proc)
