@@ -4,6 +4,7 @@
 (:mod:`.report`). The loop that runs it is
 :class:`mmgfn.engine.RobustnessTestLoop`, which also draws the plots
 (:mod:`mmgfn.visualization.robustness_plots`) after the reports."""
+from mmgfn.datasets.transforms.insertion import has_resize
 from .cells import (bad_input_message, cell_record, derive_quantity,
                     error_counts, is_classification, pick_metric, read_cells)
 from .checks import (check_dataset_classes, check_num_classes,
@@ -18,7 +19,6 @@ from .report import (cells_for_json, pipeline_text, write_csv,
 from .setup import SweepSetup
 from .suite import (CLEAN, SUITE_DATASETS, SUITES, RobustnessSettings, Suite,
                     checkpoint_id)
-from mmgfn.datasets.transforms.insertion import has_resize  # noqa: I001
 from .summary import (DETECTION_METRICS, PAPER_DETECTION_METRIC,
                       cell_values, check_baseline, load_baseline_results,
                       summarize)

@@ -138,10 +138,10 @@ class RobustnessSettings:
             check_file(self.baseline_checkpoint, 'baseline checkpoint')
         if self.baseline_clean_error is not None and not \
                 0 <= self.baseline_clean_error <= 1:
-            raise ConfigError(f'test_cfg.baseline_clean_error must be in '
+            raise ConfigError('test_cfg.baseline_clean_error must be in '
                               '[0, 1]')
         if self.corrupted_root and self.suite != 'corrupt':
-            raise ConfigError(f'test_cfg.corrupted_root applies to '
+            raise ConfigError('test_cfg.corrupted_root applies to '
                               'the corrupt suite only')
         if self.corrupted_root and not osp.isdir(self.corrupted_root):
             raise FileNotFoundError(
@@ -151,7 +151,7 @@ class RobustnessSettings:
             raise FileNotFoundError(f'test_cfg.data_root '
                                     f'"{self.data_root}" does not exist')
         if self.step < 1:
-            raise ConfigError(f'test_cfg.step must be >= 1')
+            raise ConfigError('test_cfg.step must be >= 1')
         if self.corruption_backend not in BACKENDS:
             raise ConfigError(
                 f'test_cfg.corruption_backend must be one of '
@@ -159,7 +159,7 @@ class RobustnessSettings:
         if self.corruption_backend != 'imagecorruptions' and (
                 self.suite != 'corrupt' or self.corrupted_root):
             raise ConfigError(
-                f'test_cfg.corruption_backend applies to the corrupt '
+                'test_cfg.corruption_backend applies to the corrupt '
                 'suite corrupting on the fly only')
 
 
@@ -169,7 +169,8 @@ def _point_to_corrupted(dataset: dict, root: str, corruption: str,
     folder = osp.abspath(osp.join(root, corruption, str(severity)))
     if not osp.isdir(osp.join(root, corruption)):
         raise FileNotFoundError(
-            f'corruption "{corruption}" is missing from test_cfg.corrupted_root: '
+            f'corruption "{corruption}" is missing from '
+            f'test_cfg.corrupted_root: '
             f'"{osp.join(root, corruption)}" does not exist')
     if not osp.isdir(folder):
         raise FileNotFoundError(
@@ -276,7 +277,8 @@ class Suite:
             root = self.settings.data_root or self.dataset.get('data_root')
         if not root or self.name in ('imagenet-a', 'imagenet-r'):
             return
-        what = {'corrupt': 'test_cfg.corrupted_root', 'imagenet-p': 'ImageNet-P',
+        what = {'corrupt': 'test_cfg.corrupted_root',
+                'imagenet-p': 'ImageNet-P',
                 'imagenet-c': 'ImageNet-C'}[self.name]
         for corruption, severity in self.cells:
             if severity == 0:
@@ -331,7 +333,8 @@ class Suite:
             self.difficulty = next(iter(levels.values()))
             if getattr(settings, 'alexnet_fp', False) and self.difficulty != 1:
                 raise ConfigError(
-                    'test_cfg.alexnet_fp: AlexNet\'s flip probabilities are for '
+                    'test_cfg.alexnet_fp: AlexNet\'s flip probabilities are '
+                    'for '
                     f'difficulty 1, these perturbations are difficulty '
                     f'{self.difficulty}')
             return [(p, None) for p in names]
