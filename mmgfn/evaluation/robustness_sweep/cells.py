@@ -8,7 +8,8 @@ import re
 from typing import List, Optional, Tuple
 
 from mmgfn.utils.errors import ConfigError
-from .suite import Cell, Suite, checkpoint_id
+from mmgfn.datasets.benchmarks import Cell
+from .suite import Suite, checkpoint_id
 
 
 def bad_input_message(exc: BaseException) -> str:

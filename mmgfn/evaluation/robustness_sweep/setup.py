@@ -11,11 +11,12 @@ when its configuration is the same (:meth:`SweepSetup.for_loop`) instead
 of building and reading everything again.
 """
 import json
+import os.path as osp
 from typing import Any, List, Optional
 
 from mmgfn.utils.checkpoint import Checkpoint, head_rows
 from mmgfn.utils.errors import ConfigError, check_dataset_paths
-from .suite import RobustnessSettings, Suite, _canonical
+from .suite import RobustnessSettings, Suite, _canonical, checkpoint_id
 from .summary import load_baseline_results
 
 #: test_cfg keys of the loop that are not sweep settings
@@ -52,7 +53,11 @@ def _key(test_cfg: dict, load_from: Optional[str], cfg: Any) -> str:
                        if k not in LOOP_KEYS},
                       fp16=bool(test_cfg.get('fp16', False)),
                       checkpoint=test_cfg.get('checkpoint')),
-        load_from=load_from)), sort_keys=True, default=str)
+        load_from=load_from,
+        # a checkpoint rewritten at the same path is read again
+        load_from_id=checkpoint_id(load_from)
+        if load_from and osp.isfile(load_from) else None)),
+        sort_keys=True, default=str)
 
 
 class SweepSetup:
