@@ -9,9 +9,9 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import (ROOT, build_digits_model, digits_options, load_tool,
-                      run_tool_in_process, save_checkpoint,
-                      write_image_folder)
+from conftest import (DIGITS_CONFIG, ROOT, build_digits_model,
+                      digits_options, load_tool, run_tool_in_process,
+                      save_checkpoint, write_image_folder)
 from mmengine.hooks import Hook
 from mmengine.runner.checkpoint import CheckpointLoader
 
@@ -41,8 +41,46 @@ class SweepCallCounter(Hook):
         self.calls['after_test_epoch'] += 1
 
 
+@pytest.fixture
+def read_counter(monkeypatch):
+    """``{absolute path: times read}`` of every checkpoint read through
+    mmengine's CheckpointLoader (the Runner's and mmgfn's)."""
+    reads = Counter()
+    load = CheckpointLoader.load_checkpoint
+
+    def counting(cls, filename, *args, **kwargs):
+        reads[osp.abspath(filename)] += 1
+        return load(filename, *args, **kwargs)
+
+    monkeypatch.setattr(CheckpointLoader, 'load_checkpoint',
+                        classmethod(counting))
+    return reads
+
+
+def test_the_sweep_tool_reads_each_checkpoint_once(tmp_path, read_counter):
+    images = write_image_folder(str(tmp_path / 'images'))
+    ckpt = save_checkpoint(build_digits_model(4, seed=0),
+                           str(tmp_path / 'model.pth'))
+    base = save_checkpoint(build_digits_model(4, seed=1),
+                           str(tmp_path / 'base.pth'))
+    work = str(tmp_path / 'work')
+    proc = run_tool_in_process([
+        'tools/test_robustness.py', DIGITS_CONFIG, ckpt, '--suite',
+        'corrupt', '--corruptions', 'fog', '--severities', '0', '1',
+        '--allow-partial', '--baseline-checkpoint', base, '--work-dir',
+        work, '--cfg-options', *digits_options(images)])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert read_counter == {osp.abspath(ckpt): 1, osp.abspath(base): 1}
+    assert len(_results(work)['baseline_cells']) == 2
+
+
+def _results(work):
+    with open(osp.join(work, 'results.json')) as f:
+        return json.load(f)
+
+
 def test_a_sweep_reads_each_checkpoint_once_and_calls_test_hooks_once(
-        tmp_path, monkeypatch):
+        tmp_path, read_counter):
     images = write_image_folder(str(tmp_path / 'images'))
     ckpt = save_checkpoint(build_digits_model(4, seed=0),
                            str(tmp_path / 'model.pth'))
@@ -54,31 +92,20 @@ def test_a_sweep_reads_each_checkpoint_once_and_calls_test_hooks_once(
         'test_cfg = dict(corruptions=["fog", "gaussian_noise"], '
         f'severities=[0, 2], baseline_checkpoint={base!r})\n'
         'custom_hooks = [dict(type="mmgfn.SweepCallCounter")]\n')
-    reads = Counter()
-    load = CheckpointLoader.load_checkpoint
-
-    def counting(cls, filename, *args, **kwargs):
-        reads[osp.abspath(filename)] += 1
-        return load(filename, *args, **kwargs)
-
-    monkeypatch.setattr(CheckpointLoader, 'load_checkpoint',
-                        classmethod(counting))
     SweepCallCounter.calls.clear()
     work = str(tmp_path / 'work')
     proc = run_tool_in_process(
         ['tools/test.py', str(config), ckpt, '--work-dir', work,
          '--cfg-options', *digits_options(images)])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert reads == {osp.abspath(ckpt): 1, osp.abspath(base): 1}, reads
+    assert read_counter == {osp.abspath(ckpt): 1,
+                            osp.abspath(base): 1}, read_counter
     # 3 cells for the model and 3 for the baseline: one epoch each
     assert SweepCallCounter.calls == dict(
         before_test=1, after_test=1, before_test_epoch=6,
         after_test_epoch=6), SweepCallCounter.calls
-    with open(osp.join(work, 'results.json')) as f:
-        results = json.load(f)
-    # the checkpoint loaded by the loop is the one evaluated: the same
-    # numbers as its weights loaded by hand
-    assert len(results['cells']) == 3
+    results = _results(work)
+    assert len(results['cells']) == len(results['baseline_cells']) == 3
     with open(osp.join(work, 'results.md')) as f:
         md = f.read()
     # the pipeline line marks the inserted corruption as each cell's own

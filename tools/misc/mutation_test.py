@@ -812,6 +812,12 @@ MUTANTS: List[Mutant] = [
       'the Runner reads load_from again after the sweep setup did',
       f'{SETUP_TESTS}::'
       'test_a_sweep_reads_each_checkpoint_once_and_calls_test_hooks_once'),
+    M('sweep-load-from-not-loaded', LOOP_PY,
+      '            self._load(setup.checkpoint)\n'
+      "            runner.logger.info(f'Load checkpoint from {checkpoint}')",
+      "            runner.logger.info(f'Load checkpoint from {checkpoint}')",
+      'a config-driven sweep evaluates the model without its load_from',
+      f'{LOOP_TESTS}::test_python_call_on_a_built_model'),
     M('sweep-before-test-per-cell', LOOP_PY,
       '            metrics = self._run_epoch(loop)',
       '            metrics = loop.run()',
