@@ -79,11 +79,22 @@ def _results(work):
         return json.load(f)
 
 
+def _constant_model(label: int):
+    """The digits ResNet whose every prediction is ``label``."""
+    model = build_digits_model(4, seed=0)
+    with torch.no_grad():
+        model.head.fc.weight.zero_()
+        model.head.fc.bias.zero_()
+        model.head.fc.bias[label] = 100.0
+    return model
+
+
 def test_a_sweep_reads_each_checkpoint_once_and_calls_test_hooks_once(
         tmp_path, read_counter):
     images = write_image_folder(str(tmp_path / 'images'))
-    ckpt = save_checkpoint(build_digits_model(4, seed=0),
-                           str(tmp_path / 'model.pth'))
+    # the loop loads load_from itself: the cells must be its weights'
+    # (every prediction class 0: 24 of the 32 images wrong in every cell)
+    ckpt = save_checkpoint(_constant_model(0), str(tmp_path / 'model.pth'))
     base = save_checkpoint(build_digits_model(4, seed=1),
                            str(tmp_path / 'base.pth'))
     config = tmp_path / 'sweep.py'
@@ -106,6 +117,7 @@ def test_a_sweep_reads_each_checkpoint_once_and_calls_test_hooks_once(
         after_test_epoch=6), SweepCallCounter.calls
     results = _results(work)
     assert len(results['cells']) == len(results['baseline_cells']) == 3
+    assert [r['wrong'] for r in results['cells']] == [24, 24, 24]
     with open(osp.join(work, 'results.md')) as f:
         md = f.read()
     # the pipeline line marks the inserted corruption as each cell's own

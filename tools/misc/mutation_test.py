@@ -817,7 +817,8 @@ MUTANTS: List[Mutant] = [
       "            runner.logger.info(f'Load checkpoint from {checkpoint}')",
       "            runner.logger.info(f'Load checkpoint from {checkpoint}')",
       'a config-driven sweep evaluates the model without its load_from',
-      f'{LOOP_TESTS}::test_python_call_on_a_built_model'),
+      f'{SETUP_TESTS}::'
+      'test_a_sweep_reads_each_checkpoint_once_and_calls_test_hooks_once'),
     M('sweep-before-test-per-cell', LOOP_PY,
       '            metrics = self._run_epoch(loop)',
       '            metrics = loop.run()',
