@@ -236,10 +236,10 @@ def test_compare_real_sweeps_of_models_that_differ_on_known_images(
     assert 'relative_mCE_vs_baseline' in result['benchmark']
 
     # the tool: report files and the sentence
-    proc = run_tool_in_process(['tools/analysis_tools/compare_sweeps.py', outs['a'],
-                     outs['b'], '--baseline', outs['base'], '--names',
-                     'zero', 'one', '--resamples', '50', '--out-dir',
-                     str(tmp_path / 'cmp')])
+    proc = run_tool_in_process([
+        'tools/analysis_tools/compare_sweeps.py', outs['a'], outs['b'],
+        '--baseline', outs['base'], '--names', 'zero', 'one',
+        '--resamples', '50', '--out-dir', str(tmp_path / 'cmp')])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'zero and one cannot be told apart' in proc.stdout
     assert '0 of 2 cells differ after Holm' in proc.stdout

@@ -60,9 +60,9 @@ def sweep(tmp_path_factory):
         f'severities=[0, 2], baseline_checkpoint={base!r})\n')
     work = str(root / 'one')
     out = str(root / 'metrics.json')
-    proc = run_tool_in_process(['tools/test.py', str(config), ckpt, '--work-dir', work,
-                     '--out-metrics', out, '--cfg-options',
-                     *digits_options(images)])
+    proc = run_tool_in_process([
+        'tools/test.py', str(config), ckpt, '--work-dir', work,
+        '--out-metrics', out, '--cfg-options', *digits_options(images)])
     _check_ok(proc)
     with open(out) as f:
         metrics = json.load(f)

@@ -15,7 +15,8 @@ import pytest
 import torch
 from conftest import (DIGITS_CONFIG, build_digits_model, digits_options,
                       hand_flip_rates, make_image, run_tool,
-                      run_tool_in_process, save_checkpoint, write_image_folder, write_videos)
+                      run_tool_in_process, save_checkpoint,
+                      write_image_folder, write_videos)
 from mmengine.config import Config
 
 from mmgfn.datasets import load_wnids
@@ -197,8 +198,9 @@ def test_imagenet_p_difficulty_folders_are_summarised(tmp_path):
     opts = ['--cfg-options', 'model.head.num_classes=4',
             'data_preprocessor.num_classes=4',
             'test_dataloader.num_workers=0']
-    last = _last_error(run_tool_in_process(base + ['--alexnet-fp', '--work-dir', str(
-        tmp_path / 'refused')] + opts))
+    last = _last_error(run_tool_in_process(
+        base + ['--alexnet-fp', '--work-dir', str(tmp_path / 'refused')] +
+        opts))
     assert 'AlexNet\'s flip probabilities are for difficulty 1' in last
     work = str(tmp_path / 'work')
     proc = run_tool_in_process(base + ['--work-dir', work] + opts)

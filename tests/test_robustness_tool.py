@@ -12,7 +12,8 @@ import pytest
 import torch
 from conftest import (DIGITS_CONFIG, build_digits_model, digits_options,
                       hand_flip_rates, make_image, pythonpath_env, run_tool,
-                      run_tool_in_process, save_checkpoint, train_digits, write_videos)
+                      run_tool_in_process, save_checkpoint, train_digits,
+                      write_videos)
 from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 
@@ -180,8 +181,9 @@ def test_pregenerated_folders_and_bad_data_are_named(trained, tmp_path,
             '--work-dir', work, '--corrupted-root', gen, '--allow-partial']
     opts = ['--cfg-options', *digits_options(trained['images'])]
 
-    proc = run_tool_in_process(base + ['--corruptions', 'fog', 'gaussian_noise',
-                            '--severities', '0', '1'] + opts)
+    proc = run_tool_in_process(
+        base + ['--corruptions', 'fog', 'gaussian_noise', '--severities',
+                '0', '1'] + opts)
     _check_refused(proc, 'cell gaussian_noise/1', f'"{broken}"',
                    'unreadable image')
     cells = [json.loads(line)
