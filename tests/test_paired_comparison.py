@@ -8,7 +8,8 @@ import shutil
 import numpy as np
 import pytest
 from conftest import (DIGITS_CONFIG, build_digits_model, digits_options,
-                      run_tool, save_checkpoint, write_image_folder)
+                      run_tool, run_tool_in_process, save_checkpoint,
+                      write_image_folder)
 
 from mmgfn.evaluation.functional import (corruption_error_ratio,
                                          holm_adjust, mcnemar_exact_p,
@@ -171,7 +172,7 @@ def _constant(path, label, num_classes=4):
 
 
 def _sweep(images, checkpoint, out):
-    proc = run_tool([
+    proc = run_tool_in_process([
         'tools/test_robustness.py', DIGITS_CONFIG, checkpoint, '--suite',
         'corrupt', '--corruptions', 'gaussian_noise', 'fog',
         '--severities', '0', '1', '--allow-partial', '--work-dir', out,
@@ -235,10 +236,10 @@ def test_compare_real_sweeps_of_models_that_differ_on_known_images(
     assert 'relative_mCE_vs_baseline' in result['benchmark']
 
     # the tool: report files and the sentence
-    proc = run_tool(['tools/analysis_tools/compare_sweeps.py', outs['a'],
-                     outs['b'], '--baseline', outs['base'], '--names',
-                     'zero', 'one', '--resamples', '50', '--out-dir',
-                     str(tmp_path / 'cmp')])
+    proc = run_tool_in_process([
+        'tools/analysis_tools/compare_sweeps.py', outs['a'], outs['b'],
+        '--baseline', outs['base'], '--names', 'zero', 'one',
+        '--resamples', '50', '--out-dir', str(tmp_path / 'cmp')])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'zero and one cannot be told apart' in proc.stdout
     assert '0 of 2 cells differ after Holm' in proc.stdout

@@ -10,7 +10,8 @@ import sys
 import pytest
 import torch
 from conftest import (DIGITS_CONFIG, ROOT, build_digits_model,
-                      digits_options, load_tool, run_tool, save_checkpoint,
+                      digits_options, load_tool, run_tool,
+                      run_tool_in_process, save_checkpoint,
                       write_image_folder)
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
@@ -59,9 +60,9 @@ def sweep(tmp_path_factory):
         f'severities=[0, 2], baseline_checkpoint={base!r})\n')
     work = str(root / 'one')
     out = str(root / 'metrics.json')
-    proc = run_tool(['tools/test.py', str(config), ckpt, '--work-dir', work,
-                     '--out-metrics', out, '--cfg-options',
-                     *digits_options(images)])
+    proc = run_tool_in_process([
+        'tools/test.py', str(config), ckpt, '--work-dir', work,
+        '--out-metrics', out, '--cfg-options', *digits_options(images)])
     _check_ok(proc)
     with open(out) as f:
         metrics = json.load(f)

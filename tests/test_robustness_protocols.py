@@ -15,7 +15,8 @@ import pytest
 import torch
 from conftest import (DIGITS_CONFIG, build_digits_model, digits_options,
                       hand_flip_rates, make_image, run_tool,
-                      save_checkpoint, write_image_folder, write_videos)
+                      run_tool_in_process, save_checkpoint,
+                      write_image_folder, write_videos)
 from mmengine.config import Config
 
 from mmgfn.datasets import load_wnids
@@ -81,7 +82,7 @@ def test_imagenet_a_masks_the_logits_of_a_confident_model(tmp_path):
     _write_images(osp.join(root, wnids[2]), 2)
     _write_images(osp.join(root, wnids[5]), 1)
     work = str(tmp_path / 'work')
-    proc = run_tool([
+    proc = run_tool_in_process([
         TOOL, DIGITS_CONFIG, ckpt, '--suite', 'imagenet-a', '--data-root',
         root, '--work-dir', work, '--cfg-options',
         'model.head.num_classes=1000', 'data_preprocessor.num_classes=1000',
@@ -115,7 +116,7 @@ def _run_three_clips(ckpt, tmp_path, *extra, options=()):
     root = str(tmp_path / 'imagenet-p')
     write_videos(root, THREE_CLIPS)
     work = str(tmp_path / 'work')
-    _check_ok(run_tool([
+    _check_ok(run_tool_in_process([
         TOOL, DIGITS_CONFIG, ckpt, '--suite', 'imagenet-p', '--data-root',
         root, '--corruptions', 'translate', 'gaussian_noise',
         '--allow-partial', *extra, '--work-dir', work, '--cfg-options',
@@ -197,11 +198,12 @@ def test_imagenet_p_difficulty_folders_are_summarised(tmp_path):
     opts = ['--cfg-options', 'model.head.num_classes=4',
             'data_preprocessor.num_classes=4',
             'test_dataloader.num_workers=0']
-    last = _last_error(run_tool(base + ['--alexnet-fp', '--work-dir', str(
-        tmp_path / 'refused')] + opts))
+    last = _last_error(run_tool_in_process(
+        base + ['--alexnet-fp', '--work-dir', str(tmp_path / 'refused')] +
+        opts))
     assert 'AlexNet\'s flip probabilities are for difficulty 1' in last
     work = str(tmp_path / 'work')
-    proc = run_tool(base + ['--work-dir', work] + opts)
+    proc = run_tool_in_process(base + ['--work-dir', work] + opts)
     _check_ok(proc)
     with open(osp.join(work, 'results.json')) as f:
         s = json.load(f)['summary']
@@ -274,7 +276,7 @@ def test_imagenet_c_reference_pipeline_is_offered_and_recorded(tmp_path):
         os.makedirs(folder, exist_ok=True)
         cv2.imwrite(osp.join(folder, f'{i}.png'), img)
     work = str(tmp_path / 'work')
-    proc = run_tool([
+    proc = run_tool_in_process([
         TOOL, str(config), ckpt, '--suite', 'imagenet-c', '--data-root',
         root, '--corruptions', 'fog', '--severities', '1', '--allow-partial',
         '--test-pipeline', 'reference', '--work-dir', work
@@ -314,7 +316,7 @@ def test_imagenet_c_regeneration_follows_the_reference_recipe(tmp_path):
         cv2.imwrite(path, img)
         sources[path] = (w, h)
     out = str(tmp_path / 'imagenet-c')
-    proc = run_tool([
+    proc = run_tool_in_process([
         'tools/misc/generate_corrupted_dataset.py',
         str(val), out, '--recipe', 'imagenet-c', '--corruptions', 'fog',
         '--severities', '2', '--workers', '1'
@@ -349,7 +351,7 @@ def test_imagenet_c_regeneration_follows_the_reference_recipe(tmp_path):
     ckpt = save_checkpoint(
         build_digits_model(1000, seed=0), str(tmp_path / 'model.pth'))
     work = str(tmp_path / 'work')
-    proc = run_tool([
+    proc = run_tool_in_process([
         TOOL, DIGITS_CONFIG, ckpt, '--suite', 'imagenet-c', '--data-root',
         out, '--corruptions', 'fog', '--severities', '2', '--allow-partial',
         '--test-pipeline', 'reference', '--work-dir', work

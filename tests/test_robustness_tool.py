@@ -12,7 +12,8 @@ import pytest
 import torch
 from conftest import (DIGITS_CONFIG, build_digits_model, digits_options,
                       hand_flip_rates, make_image, pythonpath_env, run_tool,
-                      save_checkpoint, train_digits, write_videos)
+                      run_tool_in_process, save_checkpoint, train_digits,
+                      write_videos)
 from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 
@@ -103,7 +104,7 @@ def test_corrupt_suite_resumes_and_reports_against_a_baseline(
     assert refused['summary'] is None and 'fog/3,4,5' in refused['refused']
 
     # 2) rerun with one more corruption and a baseline checkpoint
-    proc = run_tool(base + [
+    proc = run_tool_in_process(base + [
         '--corruptions', 'fog', 'gaussian_noise', '--severities', '0', '1',
         '2', '--allow-partial', '--baseline-checkpoint', trained['early']
     ] + opts)
@@ -180,8 +181,9 @@ def test_pregenerated_folders_and_bad_data_are_named(trained, tmp_path,
             '--work-dir', work, '--corrupted-root', gen, '--allow-partial']
     opts = ['--cfg-options', *digits_options(trained['images'])]
 
-    proc = run_tool(base + ['--corruptions', 'fog', 'gaussian_noise',
-                            '--severities', '0', '1'] + opts)
+    proc = run_tool_in_process(
+        base + ['--corruptions', 'fog', 'gaussian_noise', '--severities',
+                '0', '1'] + opts)
     _check_refused(proc, 'cell gaussian_noise/1', f'"{broken}"',
                    'unreadable image')
     cells = [json.loads(line)
@@ -263,7 +265,7 @@ def test_imagenet_c_and_a_with_a_1000_way_model(constant_1000_way,
         'test_dataloader.num_workers=0'
     ]
     work = str(tmp_path / 'work_c')
-    proc = run_tool([
+    proc = run_tool_in_process([
         TOOL, DIGITS_CONFIG, constant_1000_way, '--suite', 'imagenet-c',
         '--data-root', root, '--corruptions', 'fog', 'gaussian_noise',
         '--severities', '0', '1', '2', '--allow-partial',
@@ -297,7 +299,7 @@ def test_imagenet_c_and_a_with_a_1000_way_model(constant_1000_way,
     _write_images(osp.join(a_root, a_wnids[2]), 2)  # 1k index 13
     _write_images(osp.join(a_root, a_wnids[5]), 1)
     work = str(tmp_path / 'work_a')
-    proc = run_tool([
+    proc = run_tool_in_process([
         TOOL, DIGITS_CONFIG, constant_1000_way, '--suite', 'imagenet-a',
         '--data-root', a_root, '--work-dir', work
     ] + opts)
@@ -321,7 +323,7 @@ def test_imagenet_p_matches_the_models_frame_predictions(trained, tmp_path):
     }
     write_videos(root, videos)
     work = str(tmp_path / 'work')
-    proc = run_tool([
+    proc = run_tool_in_process([
         TOOL, DIGITS_CONFIG, trained['ckpt'], '--suite', 'imagenet-p',
         '--data-root', root, '--corruptions', 'translate', 'gaussian_noise',
         '--allow-partial', '--work-dir', work, '--cfg-options',
@@ -405,7 +407,7 @@ def test_corrupt_cell_is_the_image_corrupted_at_its_severity(
         f"dict(type='RecordPipelineOutputs', out_dir={str(records)!r})]\n")
     work = str(tmp_path / 'work')
     severities = (1, 2)
-    proc = run_tool([
+    proc = run_tool_in_process([
         TOOL, str(config), trained['ckpt'], '--suite', 'corrupt',
         '--corruptions', 'contrast', '--severities',
         *map(str, severities), '--allow-partial', '--work-dir', work,
@@ -458,7 +460,7 @@ def test_corrupt_suite_with_the_torch_backend_never_mixes_backends(
     works = {b: str(tmp_path / b) for b in ('imagecorruptions', 'torch')}
 
     def sweep(work, backend):
-        return run_tool([
+        return run_tool_in_process([
             TOOL, DIGITS_CONFIG, trained['ckpt'], '--suite', 'corrupt',
             '--work-dir', work, '--corruptions', 'fog', 'pixelate',
             '--severities', '0', '2', '--allow-partial',
@@ -486,7 +488,7 @@ def test_corrupt_suite_with_the_torch_backend_never_mixes_backends(
         _check_refused(sweep(works[backend], other),
                        f'holds cells corrupted by the {backend} backend',
                        f'this sweep uses {other}',
-                       f'--corruption-backend) {backend}')
+                       f'or --corruption-backend {backend}')
         assert _lines(osp.join(works[backend], 'cells.jsonl')) == before
     proc = sweep(works['torch'], 'torch')
     _check_ok(proc)

@@ -8,7 +8,7 @@ the model and loads the checkpoint once; the loop evaluates one *cell*
 ``<work_dir>/cells.jsonl`` and writes ``results.json``, ``results.csv``,
 ``results.md`` and the plots. ``tools/test.py`` runs the same loop from a
 config whose ``test_cfg`` names it (``configs/robustness/``), and
-:func:`mmgfn.apis.test_robustness` from Python on a built model.
+:func:`mmgfn.apis.run_robustness_sweep` from Python on a built model.
 
 Suites (``--suite``, :mod:`mmgfn.evaluation.robustness_sweep.suite`):
 ``corrupt`` (the config's test set corrupted on the fly, or pre-generated
@@ -30,24 +30,48 @@ Example::
         --baseline-checkpoint PRETRAINED.pth --work-dir work_dirs/robust
 """
 import argparse
+import dataclasses
 import json
+import re
 
 from mmengine.dist import is_main_process
 
 import mmgfn  # noqa: F401  checkpoint loading on torch >= 2.6
-from mmgfn.evaluation.robustness_sweep import SUITES, check_robustness_config
+from mmgfn.evaluation.robustness_sweep import (SUITES, RobustnessSettings,
+                                               check_robustness_config)
 from mmgfn.apis.cli import (add_common_args, build_runner,
                              fix_persistent_workers, load_config,
                              parse_tool_args, run_cli, set_work_dir,
                              setup_cpu_distributed)
 from mmgfn.utils.errors import check_file
 
-#: Flags that are settings of the loop (``--data-root`` is ``data_root``).
-SETTINGS = ('suite', 'corruptions', 'severities', 'data_root',
-            'corrupted_root', 'step', 'alexnet_fp', 'test_pipeline',
-            'baseline_checkpoint', 'baseline_results',
-            'baseline_clean_error', 'metric_key', 'allow_partial',
-            'corruption_backend')
+#: Flags that are settings of the loop (``--data-root`` is ``data_root``):
+#: the fields of RobustnessSettings.
+SETTINGS = tuple(f.name for f in dataclasses.fields(RobustnessSettings))
+
+
+def flag_wording(message: str) -> str:
+    """A library message with the loop's config keys named by this tool's
+    flags: ``test_cfg.metric_key`` -> ``--metric-key``, ``another
+    work_dir`` -> ``another --work-dir``."""
+    message = re.sub(
+        r'\btest_cfg\.(\w+)', lambda m: '--' + m.group(1).replace('_', '-')
+        if m.group(1) in SETTINGS else m.group(0), message)
+    return message.replace('another work_dir', 'another --work-dir')
+
+
+def _in_flags(main):
+    """``main`` with the messages of its errors in flag wording."""
+
+    def run() -> None:
+        try:
+            main()
+        except (ValueError, FileNotFoundError) as exc:
+            exc.args = tuple(flag_wording(a) if isinstance(a, str) else a
+                             for a in exc.args)
+            raise
+
+    return run
 
 
 def parse_args() -> argparse.Namespace:
@@ -165,4 +189,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    run_cli(main)
+    run_cli(_in_flags(main))

@@ -9,24 +9,33 @@ pass that collects pre-logits features, predictions and labels.
 Shape shorthand: ``N`` samples, ``C`` classes, ``D`` feature dimensions.
 """
 import copy
-from typing import Dict, List, Optional, Tuple
+import inspect
+from typing import Dict, Optional
 
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
-from mmengine.runner.checkpoint import CheckpointLoader, load_state_dict
+from mmengine.runner.checkpoint import load_state_dict
+from mmpretrain.models import ClsDataPreprocessor
 from torch import nn
 
+from mmgfn.datasets.transforms.insertion import (  # noqa: F401
+    insert_corruption, transform_name)
+from mmgfn.models.data_preprocessors import \
+    NeighborAdversarialDataPreprocessor
 from mmgfn.models.utils.features import forward_batch
 from mmgfn.registry import MODELS
-from mmgfn.utils.errors import ConfigError, check_file
+from mmgfn.utils.checkpoint import (Checkpoint,  # noqa: F401
+                                    shape_mismatches)
+from mmgfn.utils.config_walk import iter_datasets
 
 #: Options of NeighborAdversarialDataPreprocessor that ClsDataPreprocessor
-#: does not take.
-GFN_PREPROCESSOR_KEYS = ('eta', 'eta_unit', 'topk', 'num_steps', 'mode',
-                         'neighbor_source', 'neighbor_file',
-                         'refresh_interval', 'attack_mode')
+#: does not take (read off the two constructors).
+GFN_PREPROCESSOR_KEYS = tuple(
+    name for name in inspect.signature(
+        NeighborAdversarialDataPreprocessor).parameters
+    if name not in inspect.signature(ClsDataPreprocessor).parameters)
 
 
 def plain_preprocessor_cfg(cfg: Config) -> dict:
@@ -76,51 +85,20 @@ def load_classifier(cfg: Config,
     model_cfg.pop('train_cfg', None)
     model = MODELS.build(model_cfg)
     if checkpoint:
-        check_file(checkpoint, 'checkpoint')
-        ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
-        if not isinstance(ckpt, dict):
-            raise ConfigError(f'checkpoint "{checkpoint}" holds no state_dict')
-        state_dict = ckpt.get('state_dict', ckpt)
-        check_checkpoint_fits(model, state_dict, checkpoint, require_head)
-        load_state_dict(model, state_dict, strict=False)
-        meta = ckpt.get('meta') or {}
-        if isinstance(meta, dict) and meta.get('dataset_meta'):
-            model.dataset_meta = meta['dataset_meta']
+        ckpt = Checkpoint(checkpoint)
+        ckpt.check_fits(model, require_head=require_head)
+        load_state_dict(model, ckpt.state_dict, strict=False)
+        if ckpt.meta.get('dataset_meta'):
+            model.dataset_meta = ckpt.meta['dataset_meta']
     return model.to(device).eval()
-
-
-def shape_mismatches(model: nn.Module,
-                     state_dict: dict) -> List[Tuple[str, tuple, tuple]]:
-    """The tensors of ``state_dict`` whose shape differs from the model's.
-
-    Keys saved from a distributed wrapper (``module.`` prefix) are read
-    without it; keys the model does not have are ignored (mmengine loads
-    non-strictly).
-
-    Args:
-        model (nn.Module): The model (a wrapper's ``module`` is used).
-        state_dict (dict): A checkpoint's ``state_dict``.
-
-    Returns:
-        list[tuple[str, tuple, tuple]]: ``(key, checkpoint shape, model
-        shape)`` in the checkpoint's order.
-    """
-    own = getattr(model, 'module', model).state_dict()
-    mismatched = []
-    for key, value in state_dict.items():
-        key = key[len('module.'):] if key.startswith('module.') else key
-        if key in own and hasattr(value, 'shape') and \
-                tuple(value.shape) != tuple(own[key].shape):
-            mismatched.append((key, tuple(value.shape),
-                               tuple(own[key].shape)))
-    return mismatched
 
 
 def check_checkpoint_fits(model: nn.Module,
                           state_dict: dict,
                           checkpoint: str = 'checkpoint',
                           require_head: bool = False) -> None:
-    """Refuse a ``state_dict`` whose tensors do not fit ``model``.
+    """Refuse a ``state_dict`` whose tensors do not fit ``model``
+    (:meth:`mmgfn.utils.checkpoint.Checkpoint.check_fits`).
 
     Args:
         model (nn.Module): The model built from the config.
@@ -134,29 +112,8 @@ def check_checkpoint_fits(model: nn.Module,
         ConfigError: On the first mismatched shape: one line with the key,
             both shapes and, for a head tensor, both class counts.
     """
-    own = model.state_dict()
-    mismatched = shape_mismatches(model, state_dict)
-    if mismatched:
-        key, theirs, ours = mismatched[0]
-        msg = (f'checkpoint "{checkpoint}" does not fit the model built from '
-               f'the config: {key} has shape {list(theirs)} in the checkpoint'
-               f' and {list(ours)} in the model')
-        head_classes = getattr(getattr(model, 'head', None), 'num_classes',
-                               None)
-        if key.startswith('head.') and theirs and ours and \
-                ours[0] == head_classes:
-            msg += (f' (the checkpoint has {theirs[0]} classes, the config\'s '
-                    f'model.head.num_classes is {head_classes})')
-        if len(mismatched) > 1:
-            msg += f'; {len(mismatched) - 1} more tensor(s) differ'
-        raise ConfigError(msg)
-    if require_head:
-        missing = [k for k in own if k.startswith('head.')
-                   and k not in state_dict]
-        if missing:
-            raise ConfigError(
-                f'checkpoint "{checkpoint}" has no weights for '
-                f'{", ".join(missing)}: the model\'s head would be random')
+    Checkpoint.from_state_dict(state_dict, checkpoint).check_fits(
+        model, require_head=require_head)
 
 
 def build_test_dataloader(cfg: Config,
@@ -182,13 +139,14 @@ def build_test_dataloader(cfg: Config,
         raise ValueError(f'the config has no {split}_dataloader')
     test_pipeline = copy.deepcopy(cfg.test_dataloader.dataset.get(
         'pipeline') or cfg.val_dataloader.dataset.pipeline)
-    dataset = loader['dataset']
-    inner = dataset
-    while 'pipeline' not in inner and isinstance(inner.get('dataset'), dict):
-        inner = inner['dataset']  # dataset wrappers
     if corruption:
         test_pipeline = insert_corruption(test_pipeline, corruption,
                                           severity)
+    # through dataset wrappers: the first that has a pipeline or wraps none
+    inner = next(ds for _, ds in iter_datasets(
+        loader['dataset'], stop=lambda d: 'pipeline' in d)
+                 if 'pipeline' in ds or not isinstance(ds.get('dataset'),
+                                                       dict))
     inner['pipeline'] = test_pipeline
     loader['sampler'] = dict(type='DefaultSampler', shuffle=False)
     loader.pop('batch_sampler', None)
@@ -199,41 +157,6 @@ def build_test_dataloader(cfg: Config,
         if num_workers == 0:
             loader['persistent_workers'] = False
     return Runner.build_dataloader(loader)
-
-
-def insert_corruption(pipeline: list, corruption: str,
-                      severity: int,
-                      backend: str = 'imagecorruptions') -> list:
-    """A copy of ``pipeline`` with ``mmgfn.ImageCorruption`` right after the
-    image-loading transform (the first whose type ends in
-    ``LoadImageFromFile``); ``backend`` other than the default is set on
-    the transform (the default leaves its config as before backends).
-
-    Raises:
-        ConfigError: If the pipeline has no such transform.
-    """
-    pipeline = copy.deepcopy(list(pipeline))
-    for i, step in enumerate(pipeline):
-        if transform_name(step).endswith('LoadImageFromFile'):
-            step = dict(type='mmgfn.ImageCorruption', corruption=corruption,
-                        severity=severity)
-            if backend != 'imagecorruptions':
-                step['backend'] = backend
-            pipeline.insert(i + 1, step)
-            return pipeline
-    raise ConfigError(
-        'the test pipeline has no LoadImageFromFile step to insert '
-        'mmgfn.ImageCorruption after (types: ' +
-        ', '.join(transform_name(t) for t in pipeline) + ')')
-
-
-def transform_name(cfg: dict) -> str:
-    """The bare type name of a transform config: ``'mmgfn.ImageCorruption'``
-    -> ``'ImageCorruption'`` (a class given as type -> its name)."""
-    name = cfg.get('type', '') if isinstance(cfg, dict) else ''
-    if not isinstance(name, str):
-        name = getattr(name, '__name__', '')
-    return name.split('.')[-1]
 
 
 @torch.no_grad()

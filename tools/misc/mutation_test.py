@@ -82,6 +82,9 @@ LOSS_PY = 'mmgfn/models/losses/neighbor_weighted_ce_loss.py'
 TABLE_PY = 'mmgfn/models/utils/neighbor_table.py'
 HOOK_PY = 'mmgfn/engine/hooks/background_roi_perturbation_hook.py'
 INFER_PY = 'mmgfn/apis/inference.py'
+INSERT_PY = 'mmgfn/datasets/transforms/insertion.py'
+SETUP_PY = 'mmgfn/evaluation/robustness_sweep/setup.py'
+SETUP_TESTS = 'tests/test_sweep_setup.py'
 CORRUPT_PY = 'mmgfn/datasets/transforms/corruption.py'
 METRICS_PY = 'mmgfn/evaluation/functional/robustness.py'
 BENCHMARKS_PY = 'mmgfn/datasets/benchmarks.py'
@@ -479,20 +482,18 @@ MUTANTS: List[Mutant] = [
       "checkpoint['neighbor_table'] = dict(", "dict(",
       'neighbour table left out of checkpoints',
       f'{PREC}::test_hook_table_travels_with_checkpoints'),
-    M('insert-before-loading', INFER_PY,
+    M('insert-before-loading', INSERT_PY,
       'pipeline.insert(i + 1, step)', 'pipeline.insert(i, step)',
       'ImageCorruption inserted before LoadImageFromFile',
       f'{INSERTION}'),
-    M('insert-severity-reversed', INFER_PY,
+    M('insert-severity-reversed', INSERT_PY,
       'corruption=corruption,\n                        severity=severity)',
       'corruption=corruption,\n                        severity=6 - severity)',
       'inserted corruption at severity 6 - s',
       f'{INSERTION}'),
     M('tool-severity-reversed', TOOL_PY,
-      "_insert_corruption(loader['dataset'], corruption,\n"
-      '                                       severity,\n',
-      "_insert_corruption(loader['dataset'], corruption,\n"
-      '                                       6 - severity,\n',
+      "                        loader['dataset'], corruption, severity,\n",
+      "                        loader['dataset'], corruption, 6 - severity,\n",
       '--suite corrupt evaluates cell s at severity 6 - s',
       f'{TOOL_TESTS}::'
       'test_corrupt_cell_is_the_image_corrupted_at_its_severity'),
@@ -917,6 +918,50 @@ MUTANTS: List[Mutant] = [
       'the digits tool fails with a traceback for --size 31',
       'tests/test_dataset_converters.py::'
       'test_digits_below_32_pixels_are_refused'),
+    # ------------------------------------- the sweep's setup, built once
+    M('sweep-setup-built-twice', SETUP_PY,
+      '        if prepared is not None and prepared[0] == key:',
+      '        if False:',
+      'the loop builds the sweep setup again (checkpoints read twice)',
+      f'{SETUP_TESTS}::'
+      'test_a_sweep_reads_each_checkpoint_once_and_calls_test_hooks_once'),
+    M('sweep-runner-reads-load-from', LOOP_PY,
+      '        if self._loads_weights:\n            runner._load_from = None',
+      '        if False:\n            runner._load_from = None',
+      'the Runner reads load_from again after the sweep setup did',
+      f'{SETUP_TESTS}::'
+      'test_a_sweep_reads_each_checkpoint_once_and_calls_test_hooks_once'),
+    M('sweep-load-from-not-loaded', LOOP_PY,
+      '            self._load(setup.checkpoint)\n'
+      "            runner.logger.info(f'Load checkpoint from {checkpoint}')",
+      "            runner.logger.info(f'Load checkpoint from {checkpoint}')",
+      'a config-driven sweep evaluates the model without its load_from',
+      f'{SETUP_TESTS}::'
+      'test_a_sweep_reads_each_checkpoint_once_and_calls_test_hooks_once'),
+    M('sweep-before-test-per-cell', LOOP_PY,
+      '            metrics = self._run_epoch(loop)',
+      '            metrics = loop.run()',
+      'hooks\' before_test / after_test fire for every cell',
+      f'{SETUP_TESTS}::'
+      'test_a_sweep_reads_each_checkpoint_once_and_calls_test_hooks_once'),
+    M('tool-settings-hand-kept', 'tools/test_robustness.py',
+      'SETTINGS = tuple(f.name for f in dataclasses.fields(RobustnessSettings))',
+      "SETTINGS = tuple(f.name for f in dataclasses.fields(\n"
+      "    RobustnessSettings))[:-1]",
+      'the CLI\'s settings miss the last field of RobustnessSettings',
+      f'{SETUP_TESTS}::test_tool_settings_are_the_fields_of_the_settings'),
+    M('gfn-keys-hand-kept', INFER_PY,
+      '    if name not in inspect.signature(ClsDataPreprocessor).parameters)',
+      "    if name not in inspect.signature(ClsDataPreprocessor).parameters\n"
+      "    and name not in ('similarity', 'grad_scaler'))",
+      'a plain preprocessor keeps GFN arguments ClsDataPreprocessor lacks',
+      f'{SETUP_TESTS}::test_plain_preprocessor_drops_every_gfn_argument'),
+    M('checkpoint-prefix-kept', 'mmgfn/utils/checkpoint.py',
+      "    return key[len('module.'):] if key.startswith('module.') else key",
+      '    return key',
+      'a wrapped checkpoint\'s keys keep their module. prefix',
+      f'{SETUP_TESTS}::'
+      'test_checkpoint_strips_the_wrapper_prefix_once_and_checks_fit'),
 ]
 
 # --------------------------------------------------------------- running

@@ -13,7 +13,13 @@ tables and the plots. Use it from any classifier or detector config::
 
 and run ``tools/test.py CONFIG CHECKPOINT`` or ``tools/dist_test.sh CONFIG
 CHECKPOINT N``; ``tools/test_robustness.py`` sets the same loop from its
-flags, and :func:`mmgfn.apis.test_robustness` runs it on a built model.
+flags, and :func:`mmgfn.apis.run_robustness_sweep` runs it on a built
+model.
+
+It is an mmengine test loop: hooks' ``before_test`` / ``after_test`` fire
+once per sweep, ``before_test_epoch`` / ``after_test_epoch`` once per cell
+(each cell is one test epoch, :attr:`RobustnessTestLoop.dataloader` its
+dataloader) and ``before_test_iter`` / ``after_test_iter`` per batch.
 
 Distributed runs evaluate each cell on all ranks (mmengine's sampler splits
 the cell's images, the evaluator gathers the results), so every rank holds
@@ -34,23 +40,22 @@ from mmengine.dist import (all_gather_object, broadcast_object_list,
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.runner import BaseLoop, TestLoop
+from mmengine.runner.loops import _parse_losses
 
+from mmgfn.datasets.transforms.insertion import has_resize
 from mmgfn.evaluation.functional import IncompleteResultsError
-from mmgfn.evaluation.robustness_sweep import (RobustnessSettings, Suite,
-                                               bad_input_message,
+from mmgfn.evaluation.robustness_sweep import (SweepSetup, bad_input_message,
                                                cell_record, check_baseline,
                                                check_dataset_classes,
-                                               check_num_classes,
-                                               check_state_shapes,
                                                derive_quantity,
-                                               encode_outcomes, has_resize,
-                                               head_rows, image_identity,
-                                               load_baseline_results,
-                                               read_cells, summarize,
-                                               write_reports)
+                                               encode_outcomes,
+                                               image_identity, read_cells,
+                                               summarize, write_reports)
 from mmgfn.evaluation.robustness_sweep.cells import check_backends
 from mmgfn.registry import LOOPS
-from mmgfn.utils.errors import ConfigError, check_file
+from mmgfn.utils.checkpoint import Checkpoint
+from mmgfn.utils.errors import ConfigError
+from mmgfn.visualization import plot_title, write_plots
 
 #: Summary keys returned by :meth:`RobustnessTestLoop.run` (when present),
 #: besides the detection ``P_*`` / ``mPC_*`` / ``rPC_*`` keys.
@@ -138,9 +143,13 @@ class RobustnessTestLoop(BaseLoop):
 
     Resuming: a cell whose key (:meth:`Suite.cell_key`) is in
     ``<work_dir>/cells.jsonl`` is not evaluated again; its quantity is read
-    from the stored metrics. Checks before any cell: the checkpoint's head
-    rows against ``model.head.num_classes``, every checkpoint tensor's shape
-    against the built model, the data's class count.
+    from the stored metrics. Checks before any cell (:class:`~mmgfn.
+    evaluation.robustness_sweep.SweepSetup`, shared with the preflight of
+    ``tools/test.py``): the checkpoint's head rows against
+    ``model.head.num_classes``, every checkpoint tensor's shape against the
+    built model, the data's class count. Each checkpoint file is read once:
+    the loop loads the Runner's ``load_from`` itself, from the file it has
+    read.
 
     Outputs in the work dir: ``cells.jsonl``, ``results.json``,
     ``results.csv``, ``results.md`` and PNG plots
@@ -180,31 +189,33 @@ class RobustnessTestLoop(BaseLoop):
                  fp16: bool = False,
                  checkpoint: Optional[str] = None,
                  **settings) -> None:
-        self._runner = runner
         if not isinstance(dataloader, dict):
             raise ConfigError(
                 'RobustnessTestLoop derives each cell\'s dataloader from the '
                 'test_dataloader config; give a dict, not a built '
                 f'{type(dataloader).__name__}')
-        try:
-            self.settings = RobustnessSettings(**settings)
-        except TypeError as exc:
-            raise ConfigError(f'test_cfg of RobustnessTestLoop: {exc}') \
-                from exc
-        self.settings.check()
+        # no dataloader of its own: each cell builds one (hooks read the
+        # cell's from runner.test_loop.dataloader)
+        super().__init__(runner, None)
         self.fp16 = bool(fp16)
-        self.checkpoint = checkpoint
+        self.checkpoint = checkpoint or runner._load_from
         cfg = runner.cfg
-        self.suite = Suite(
-            self.settings,
+        self.setup = SweepSetup.for_loop(
+            dict(settings, fp16=self.fp16, checkpoint=checkpoint),
             dict(test_dataloader=dataloader,
                  test_evaluator=evaluator,
                  default_scope=cfg.get('default_scope'),
                  model=cfg.get('model'),
                  data_preprocessor=cfg.get('data_preprocessor')),
-            fp16=self.fp16)
-        # the cell being evaluated (hooks read runner.test_loop.dataloader)
-        self.dataloader = None
+            self.checkpoint)
+        self.settings, self.suite = self.setup.settings, self.setup.suite
+        # the Runner would read load_from again: the loop loads it from the
+        # checkpoint it has read (Runner.test builds the loop, then loads)
+        self._loads_weights = (
+            self.setup.checkpoint is not None and not checkpoint
+            and not runner._has_loaded and not runner._resume)
+        if self._loads_weights:
+            runner._load_from = None
         self.evaluator = None
         self.results: Optional[dict] = None
         if self.suite.name in ('imagenet-p', 'imagenet-a', 'imagenet-r') \
@@ -216,39 +227,16 @@ class RobustnessTestLoop(BaseLoop):
     # ---------------------------------------------------------------- run ---
     def run(self) -> dict:
         """Evaluate the unfinished cells, summarise and write the reports."""
-        runner, settings, suite = self.runner, self.settings, self.suite
-        model_cfg = runner.cfg if isinstance(runner.cfg.get('model'),
-                                             dict) else {}
-        checkpoint = self.checkpoint or runner._load_from
-        if checkpoint:
-            check_file(checkpoint, 'checkpoint')
-            rows = (check_num_classes(checkpoint, model_cfg, 'checkpoint')
-                    if model_cfg else None)
-            check_state_shapes(checkpoint, runner.model, runner.cfg,
-                               'checkpoint')
-            rows = rows if rows is not None else head_rows(
-                runner.model.state_dict())
-            checkpoint_key = osp.abspath(checkpoint)
-        else:
-            rows = head_rows(runner.model.state_dict())
-            checkpoint_key = weights_fingerprint(runner.model)
-        if suite.name in ('imagenet-a', 'imagenet-r'):
-            check_dataset_classes(rows, suite, None)
-        baseline_records = None
-        if settings.baseline_results:
-            baseline_records = load_baseline_results(
-                settings.baseline_results, suite, settings.metric_key)
+        runner, settings, setup = self.runner, self.settings, self.setup
+        checkpoint = self.checkpoint
+        rows = setup.check_model(runner.model)
+        if self._loads_weights:
+            self._load(setup.checkpoint)
+            runner.logger.info(f'Load checkpoint from {checkpoint}')
+        checkpoint_key = osp.abspath(checkpoint) if checkpoint else \
+            weights_fingerprint(runner.model)
+        baseline_records = setup.baseline_records
         base = settings.baseline_checkpoint
-        if base:
-            base_rows = (check_num_classes(base, model_cfg,
-                                           'baseline checkpoint')
-                         if model_cfg else None)
-            if model_cfg and base_rows != rows:
-                raise ConfigError(
-                    f'the checkpoint has {rows} classes but the baseline '
-                    f'checkpoint has {base_rows}')
-            check_state_shapes(base, runner.model, runner.cfg,
-                               'baseline checkpoint')
 
         cells_file = osp.join(runner.work_dir, 'cells.jsonl')
         state = [read_cells(cells_file) if is_main_process() else None]
@@ -256,6 +244,7 @@ class RobustnessTestLoop(BaseLoop):
         finished = {r['cell_key']: r for r in state[0] if r.get('cell_key')}
         check_backends(self.suite, state[0], cells_file)
 
+        runner.call_hook('before_test')
         main = self._run_cells('main', checkpoint_key, rows, finished,
                                cells_file)
         if base:
@@ -263,7 +252,7 @@ class RobustnessTestLoop(BaseLoop):
                 k: v.detach().clone()
                 for k, v in runner.model.state_dict().items()
             }
-            runner.load_checkpoint(base, map_location='cpu')
+            self._load(setup.baseline)
             try:
                 baseline_records = self._run_cells(
                     'baseline', osp.abspath(base), rows, finished,
@@ -273,11 +262,23 @@ class RobustnessTestLoop(BaseLoop):
                     getattr(runner.model, 'module',
                             runner.model).load_state_dict(kept)
                 else:
-                    runner.load_checkpoint(checkpoint, map_location='cpu')
+                    self._load(setup.checkpoint)
+        runner.call_hook('after_test')
         check_baseline(main, baseline_records, base or
                        settings.baseline_results)
         return self._report(main, baseline_records, rows, checkpoint_key,
                             cells_file)
+
+    def _load(self, checkpoint: Checkpoint) -> None:
+        """Load a checkpoint read before into the model, as the Runner's
+        ``load_checkpoint`` does (``after_load_checkpoint`` hooks see a
+        copy, so that they may edit it)."""
+        raw = dict(checkpoint.raw)
+        if isinstance(raw.get('state_dict'), dict):
+            raw['state_dict'] = dict(raw['state_dict'])
+        self.runner.call_hook('after_load_checkpoint', checkpoint=raw)
+        Checkpoint.from_state_dict(raw.get('state_dict', raw)).load_into(
+            self.runner.model)
 
     def _report(self, main: List[dict], baseline: Optional[List[dict]],
                 rows: Optional[int], checkpoint: str,
@@ -289,22 +290,22 @@ class RobustnessTestLoop(BaseLoop):
             summary = summarize(suite, main, baseline, rows)
         except IncompleteResultsError as exc:
             refusal = (f'{exc}. The {len(main)} finished cells are kept '
-                       f'in {cells_file}; pass --allow-partial '
-                       '(allow_partial=True) to summarise them (labelled '
-                       'partial)')
-            refusal = refusal.replace(
-                '; pass allow_partial=True to summarise the covered cells '
-                '(the result is labelled partial)', '').replace(
-                    '; pass allow_partial=True to summarise the covered '
-                    'ones', '')
+                       f'in {cells_file} (allow_partial: '
+                       'test_cfg.allow_partial)')
         except ValueError as exc:
             refusal = f'no summary: {exc}'
         config = self.runner.cfg.filename or type(
             getattr(self.runner.model, 'module', self.runner.model)).__name__
+        work_dir = self.runner.work_dir if is_main_process() else None
         self.results = write_reports(
-            self.runner.work_dir if is_main_process() else None,
-            suite, main, baseline, summary, refusal, config=config,
-            checkpoint=checkpoint)
+            work_dir, suite, main, baseline, summary, refusal,
+            config=config, checkpoint=checkpoint)
+        if work_dir is not None:
+            plots = write_plots(work_dir, suite, main, baseline, summary,
+                                plot_title(config, checkpoint, suite,
+                                           summary))
+            print(f'results written to {osp.join(work_dir, "results.json")}'
+                  f' (+ results.csv, results.md, {len(plots)} plot(s))')
         if refusal:
             raise ConfigError(refusal)
         headline = {k: summary[k] for k in HEADLINE_KEYS if k in summary}
@@ -357,10 +358,25 @@ class RobustnessTestLoop(BaseLoop):
         records.sort(key=lambda r: order[(r['corruption'], r['severity'])])
         return records
 
+    def _run_epoch(self, loop: TestLoop) -> dict:
+        """One test epoch over a cell (``TestLoop.run`` without the
+        ``before_test`` / ``after_test`` of the whole sweep)."""
+        runner = self.runner
+        runner.call_hook('before_test_epoch')
+        runner.model.eval()
+        loop.test_loss.clear()
+        for idx, data_batch in enumerate(loop.dataloader):
+            loop.run_iter(idx, data_batch)
+        metrics = loop.evaluator.evaluate(len(loop.dataloader.dataset))
+        if loop.test_loss:
+            metrics.update(_parse_losses(loop.test_loss, 'test'))
+        runner.call_hook('after_test_epoch', metrics=metrics)
+        return metrics
+
     def _run_cell(self, cell: Sequence, role: str, checkpoint: str,
                   rows: Optional[int], key: str, cells_file: str) -> dict:
-        """Evaluate one cell through mmengine's TestLoop and append its
-        record to ``cells.jsonl`` at once."""
+        """Evaluate one cell, one test epoch of mmengine's TestLoop, and
+        append its record to ``cells.jsonl`` at once."""
         suite, runner = self.suite, self.runner
         name = suite.cell_name(cell)
         loader, evaluator = suite.build(cell)
@@ -370,7 +386,7 @@ class RobustnessTestLoop(BaseLoop):
             print_log(
                 f'the test pipeline resizes the {suite.name} images; the '
                 'reference evaluation only center-crops them to 224 '
-                '(--test-pipeline reference)',
+                '(test_cfg.test_pipeline=\'reference\')',
                 logger='current', level=30)
             self._warned_resize = True
         try:
@@ -382,7 +398,7 @@ class RobustnessTestLoop(BaseLoop):
         recorder = _OutcomeRecorder()
         runner.register_hook(recorder)
         try:
-            metrics = loop.run()
+            metrics = self._run_epoch(loop)
         except Exception as exc:  # noqa: BLE001
             msg = bad_input_message(exc)
             if not msg:

@@ -8,7 +8,8 @@ import re
 from typing import List, Optional, Tuple
 
 from mmgfn.utils.errors import ConfigError
-from .suite import Cell, Suite, checkpoint_id
+from mmgfn.datasets.benchmarks import Cell
+from .suite import Suite, checkpoint_id
 
 
 def bad_input_message(exc: BaseException) -> str:
@@ -56,8 +57,8 @@ def pick_metric(metrics: dict, metric_key: Optional[str], suite: Suite,
     """The metric a cell's quantity is read from.
 
     ``cell`` and ``source`` name a finished cell read back from a file
-    (``cells.jsonl``, ``--baseline-results``) for the message when its
-    stored metrics lack ``--metric-key``; empty for a cell just evaluated.
+    (``cells.jsonl``, ``test_cfg.baseline_results``) for the message when its
+    stored metrics lack ``test_cfg.metric_key``; empty for a cell just evaluated.
     """
     if suite.name == 'imagenet-p':
         return 'imagenet_p/mean_FP'
@@ -65,12 +66,13 @@ def pick_metric(metrics: dict, metric_key: Optional[str], suite: Suite,
         if metric_key not in metrics:
             if source:
                 raise ConfigError(
-                    f'--metric-key {metric_key} is not among the metrics '
+                    f'test_cfg.metric_key {metric_key} is not among the '
+                    'metrics '
                     f'stored for the finished cell {cell} in {source} '
                     f'({", ".join(metrics)}); evaluate into another '
-                    '--work-dir to compute it')
-            raise ConfigError(f'--metric-key {metric_key} is not among the '
-                              f'metrics: {", ".join(metrics)}')
+                    'work_dir to compute it')
+            raise ConfigError(f'test_cfg.metric_key {metric_key} is not '
+                              f'among the metrics: {", ".join(metrics)}')
         return metric_key
     for key in ('accuracy/top1', 'coco/bbox_mAP'):
         if key in metrics:
@@ -79,7 +81,7 @@ def pick_metric(metrics: dict, metric_key: Optional[str], suite: Suite,
         if key.endswith('mAP'):
             return key
     raise ConfigError('no accuracy/top1 or *mAP metric among '
-                      f'{", ".join(metrics)}; pass --metric-key')
+                      f'{", ".join(metrics)}; set test_cfg.metric_key')
 
 
 def is_classification(metric_key: str) -> bool:
@@ -127,15 +129,15 @@ def derive_quantity(record: dict, metric_key: Optional[str],
     with ``T5D`` for ImageNet-P) and ``value``; for classification also
     the integer ``wrong`` and ``total`` behind the error. The record's
     ``metrics`` (every metric of the cell) are never changed, so a rerun
-    with another ``--metric-key`` reads the finished cells again instead
+    with another ``test_cfg.metric_key`` reads the finished cells again instead
     of evaluating them or mislabelling the old quantity.
 
     Args:
         record (dict): A cell record with ``metrics`` and ``num_samples``.
-        metric_key (str, optional): ``--metric-key`` (None: the default).
+        metric_key (str, optional): ``test_cfg.metric_key`` (None: the default).
         suite (Suite): The suite.
         source (str): Where a stored record was read from (``cells.jsonl``,
-            the ``--baseline-results`` file), named by the message for a
+            the ``test_cfg.baseline_results`` file), named by the message for a
             missing metric; empty for a cell just evaluated. Defaults to
             ''.
 
@@ -211,5 +213,5 @@ def check_backends(suite: Suite, records: List[dict],
                 f'{cells_file} holds cells corrupted by the {stored} '
                 f'backend ({cell[0]} severity {cell[1]}) but this sweep '
                 f'uses {backend}; resuming would mix backends: use another '
-                'work_dir, or corruption_backend '
-                f'(--corruption-backend) {stored}')
+                'work_dir, or test_cfg.corruption_backend '
+                f'{stored}')

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from mmgfn.datasets.benchmarks import BENCHMARK_CORRUPTIONS
+from mmgfn.datasets.benchmarks import BENCHMARK_CORRUPTIONS, Cell
 from mmgfn.evaluation.functional.paired import (corruption_error_ratio,
                                                 holm_adjust, mcnemar_exact_p,
                                                 mcnemar_table, mean_error,
@@ -33,8 +33,6 @@ from mmgfn.evaluation.functional.paired import (corruption_error_ratio,
 from mmgfn.utils.errors import ConfigError, check_file
 from .outcomes import decode_outcomes
 from .suite import CLEAN
-
-Cell = Tuple[str, int]
 
 
 def load_outcomes(path: str) -> dict:

@@ -8,6 +8,7 @@ from typing import Any, List, Optional
 
 import numpy as np
 
+from mmgfn.utils.config_walk import type_name
 from .suite import CLEAN, Suite
 from .summary import DETECTION_METRICS, cell_values
 
@@ -101,7 +102,7 @@ def _quantity_lines(summary: dict, suite: Suite) -> List[str]:
                      'mean error of c] (imagenet-c only)')
         lines.append('relative_mCE_alexnet = mean_c [sum_s (err(c, s) - '
                      'clean_error) / sum_s (AlexNet err(c, s) - AlexNet '
-                     'clean error from --baseline-clean-error)]')
+                     'clean error from test_cfg.baseline_clean_error)]')
         lines.append('mCE_vs_baseline = mean_c [sum_s err(c, s) / sum_s '
                      'err_baseline(c, s)]: CE relative to the baseline '
                      'model, not to AlexNet')
@@ -135,15 +136,23 @@ def _quantity_lines(summary: dict, suite: Suite) -> List[str]:
     return lines
 
 
+#: Arguments of a pipeline step that differ from cell to cell (the
+#: corruption inserted into each cell's pipeline).
+PER_CELL = dict(ImageCorruption=('corruption', 'severity'))
+
+
 def pipeline_text(pipeline: List[Any]) -> str:
-    """``'LoadImageFromFile -> CenterCrop(crop_size=224) -> PackInputs'``."""
+    """``'LoadImageFromFile -> CenterCrop(crop_size=224) -> PackInputs'``;
+    arguments that each cell sets (:data:`PER_CELL`) read ``per cell``."""
     steps = []
     for t in pipeline:
         if not isinstance(t, dict):
             steps.append(str(t))
             continue
-        name = str(t.get('type', '?')).split('.')[-1]
-        args = ', '.join(f'{k}={v}' for k, v in t.items() if k != 'type')
+        name = type_name(t) or '?'
+        per_cell = PER_CELL.get(name, ())
+        args = ', '.join(f'{k}=per cell' if k in per_cell else f'{k}={v}'
+                         for k, v in t.items() if k != 'type')
         steps.append(f'{name}({args})' if args else name)
     return ' -> '.join(steps) or '(none)'
 
@@ -248,8 +257,8 @@ def write_reports(work_dir: Optional[str], suite: Suite, main: List[dict],
     """The results of a sweep, written to ``work_dir``.
 
     Writes ``results.json`` (settings, cells, summary or refusal),
-    ``results.csv``, ``results.md`` and the plots
-    (:func:`mmgfn.visualization.write_plots`), and prints where.
+    ``results.csv`` and ``results.md``; the plots are drawn by the loop
+    (:func:`mmgfn.visualization.write_plots`) after them.
 
     Args:
         work_dir (str, optional): Output folder; None returns the results
@@ -284,15 +293,10 @@ def write_reports(work_dir: Optional[str], suite: Suite, main: List[dict],
         refused=refusal)
     if work_dir is None:
         return results
-    from mmgfn.visualization import plot_title, write_plots
     with open(osp.join(work_dir, 'results.json'), 'w',
               encoding='utf-8') as f:
         json.dump(results, f, indent=2)
     write_csv(osp.join(work_dir, 'results.csv'), main, baseline)
     write_markdown(osp.join(work_dir, 'results.md'), suite, main, baseline,
                    summary, refusal, config, checkpoint)
-    plots = write_plots(work_dir, suite, main, baseline, summary,
-                        plot_title(config, checkpoint, suite, summary))
-    print(f'results written to {osp.join(work_dir, "results.json")} '
-          f'(+ results.csv, results.md, {len(plots)} plot(s))')
     return results

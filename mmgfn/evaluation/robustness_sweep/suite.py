@@ -41,7 +41,6 @@ import os.path as osp
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
-from mmgfn.apis.inference import insert_corruption, transform_name
 from mmgfn.datasets.benchmarks import (ALL_CORRUPTIONS,
                                        BENCHMARK_CORRUPTIONS, CLEAN,
                                        REFERENCE_TEST_PIPELINE, SEVERITIES,
@@ -50,13 +49,9 @@ from mmgfn.datasets.benchmarks import (ALL_CORRUPTIONS,
                                        imagenet_p_perturbations,
                                        is_noise_perturbation)
 from mmgfn.datasets.transforms.corruption import BACKENDS
+from mmgfn.datasets.transforms.insertion import insert_corruption_in_dataset
+from mmgfn.utils.config_walk import pipeline_datasets, type_name
 from mmgfn.utils.errors import ConfigError, check_file
-
-def setting(name: str) -> str:
-    """``'data_root (--data-root)'``: a setting as messages name it, by its
-    config key (``test_cfg.<name>``) and its ``tools/test_robustness.py``
-    flag."""
-    return f'{name} (--{name.replace("_", "-")})'
 
 
 @dataclass
@@ -143,54 +138,29 @@ class RobustnessSettings:
             check_file(self.baseline_checkpoint, 'baseline checkpoint')
         if self.baseline_clean_error is not None and not \
                 0 <= self.baseline_clean_error <= 1:
-            raise ConfigError(f'{setting("baseline_clean_error")} must be in '
+            raise ConfigError('test_cfg.baseline_clean_error must be in '
                               '[0, 1]')
         if self.corrupted_root and self.suite != 'corrupt':
-            raise ConfigError(f'{setting("corrupted_root")} applies to '
+            raise ConfigError('test_cfg.corrupted_root applies to '
                               'the corrupt suite only')
         if self.corrupted_root and not osp.isdir(self.corrupted_root):
             raise FileNotFoundError(
-                f'{setting("corrupted_root")} "{self.corrupted_root}" does '
+                f'test_cfg.corrupted_root "{self.corrupted_root}" does '
                 'not exist')
         if self.data_root and not osp.isdir(self.data_root):
-            raise FileNotFoundError(f'{setting("data_root")} '
+            raise FileNotFoundError(f'test_cfg.data_root '
                                     f'"{self.data_root}" does not exist')
         if self.step < 1:
-            raise ConfigError(f'{setting("step")} must be >= 1')
+            raise ConfigError('test_cfg.step must be >= 1')
         if self.corruption_backend not in BACKENDS:
             raise ConfigError(
-                f'{setting("corruption_backend")} must be one of '
+                f'test_cfg.corruption_backend must be one of '
                 f'{", ".join(BACKENDS)}, got "{self.corruption_backend}"')
         if self.corruption_backend != 'imagecorruptions' and (
                 self.suite != 'corrupt' or self.corrupted_root):
             raise ConfigError(
-                f'{setting("corruption_backend")} applies to the corrupt '
+                'test_cfg.corruption_backend applies to the corrupt '
                 'suite corrupting on the fly only')
-
-
-def _pipeline_datasets(dataset: dict) -> List[dict]:
-    """The dataset dicts (through wrappers) that hold a ``pipeline``."""
-    if 'pipeline' in dataset:
-        return [dataset]
-    found = []
-    if isinstance(dataset.get('dataset'), dict):
-        found += _pipeline_datasets(dataset['dataset'])
-    for ds in dataset.get('datasets', None) or []:
-        if isinstance(ds, dict):
-            found += _pipeline_datasets(ds)
-    return found
-
-
-def _insert_corruption(dataset: dict, corruption: str, severity: int,
-                       backend: str = 'imagecorruptions') -> None:
-    """Insert ImageCorruption after each ``*LoadImageFromFile`` step."""
-    targets = _pipeline_datasets(dataset)
-    if not targets:
-        raise ConfigError('the test dataset has no pipeline to corrupt '
-                          '(test_dataloader.dataset.pipeline)')
-    for ds in targets:
-        ds['pipeline'] = insert_corruption(ds['pipeline'], corruption,
-                                           severity, backend)
 
 
 def _point_to_corrupted(dataset: dict, root: str, corruption: str,
@@ -199,13 +169,14 @@ def _point_to_corrupted(dataset: dict, root: str, corruption: str,
     folder = osp.abspath(osp.join(root, corruption, str(severity)))
     if not osp.isdir(osp.join(root, corruption)):
         raise FileNotFoundError(
-            f'corruption "{corruption}" is missing from --corrupted-root: '
+            f'corruption "{corruption}" is missing from '
+            f'test_cfg.corrupted_root: '
             f'"{osp.join(root, corruption)}" does not exist')
     if not osp.isdir(folder):
         raise FileNotFoundError(
             f'severity {severity} of corruption "{corruption}" is missing '
-            f'from --corrupted-root: "{folder}" does not exist')
-    for ds in _pipeline_datasets(dataset):
+            f'from test_cfg.corrupted_root: "{folder}" does not exist')
+    for _, ds in pipeline_datasets(dataset):
         prefix = ds.get('data_prefix', '')
         if isinstance(prefix, str):
             ds['data_prefix'] = folder
@@ -219,11 +190,6 @@ def _point_to_corrupted(dataset: dict, root: str, corruption: str,
         prefix = dict(prefix)
         prefix[keys[0]] = folder
         ds['data_prefix'] = prefix
-
-
-def has_resize(pipeline: list) -> bool:
-    """Whether a pipeline has a ``*Resize*`` step."""
-    return any('Resize' in transform_name(t) for t in pipeline)
 
 
 def _canonical(obj: Any, key: Optional[str] = None) -> Any:
@@ -293,12 +259,12 @@ class Suite:
                     if fp16 is None else fp16))))
         self.cells = self._cells()
         self.data_source = self._data_source()
-        self.native = transform_name(self.dataset) == SUITE_DATASETS.get(
+        self.native = type_name(self.dataset) == SUITE_DATASETS.get(
             self.name)
         if self.name != 'corrupt' and not self.native and \
                 not settings.data_root:
             raise ConfigError(
-                f'suite {self.name} needs {setting("data_root")} (the '
+                f'suite {self.name} needs test_cfg.data_root (the '
                 f'{self.name} folder) unless the config\'s test dataset is '
                 f'mmgfn.{SUITE_DATASETS[self.name]}')
         self._check_cell_folders()
@@ -311,7 +277,8 @@ class Suite:
             root = self.settings.data_root or self.dataset.get('data_root')
         if not root or self.name in ('imagenet-a', 'imagenet-r'):
             return
-        what = {'corrupt': '--corrupted-root', 'imagenet-p': 'ImageNet-P',
+        what = {'corrupt': 'test_cfg.corrupted_root',
+                'imagenet-p': 'ImageNet-P',
                 'imagenet-c': 'ImageNet-C'}[self.name]
         for corruption, severity in self.cells:
             if severity == 0:
@@ -334,35 +301,40 @@ class Suite:
         settings = self.settings
         if self.name in ('imagenet-a', 'imagenet-r'):
             if settings.corruptions or settings.severities:
-                raise ConfigError(f'--corruptions/--severities do not apply '
-                                  f'to --suite {self.name}')
+                raise ConfigError(
+                    'test_cfg.corruptions/test_cfg.severities do not apply '
+                    f'to test_cfg.suite {self.name}')
             return [(self.name, None)]
         if self.name == 'imagenet-p':
             if settings.severities:
-                raise ConfigError('--severities does not apply to --suite '
-                                  'imagenet-p (use --step for difficulty)')
+                raise ConfigError(
+                    'test_cfg.severities does not apply to test_cfg.suite '
+                    'imagenet-p (use test_cfg.step for difficulty)')
             if settings.corruptions:
                 names = list(dict.fromkeys(settings.corruptions))
             elif settings.step in (1, 2, 3):
                 names = imagenet_p_perturbations(settings.step)
             else:
                 raise ConfigError(
-                    f'ImageNet-P has difficulties 1-3, got --step '
-                    f'{settings.step}; name the perturbations with --corruptions')
+                    'ImageNet-P has difficulties 1-3, got test_cfg.step '
+                    f'{settings.step}; name the perturbations with '
+                    'test_cfg.corruptions')
             # one difficulty per run: gaussian_noise_2 is difficulty 2, a
-            # non-noise perturbation has the difficulty --step
+            # non-noise perturbation has the difficulty test_cfg.step
             levels = {n: imagenet_p_difficulty(n, settings.step)[1]
                       for n in names}
             if len(set(levels.values())) > 1:
                 raise ConfigError(
                     'the perturbations mix difficulties (' + ', '.join(
                         f'{n}: {d}' for n, d in levels.items()) +
-                    '); evaluate one difficulty per run (--step d with the '
+                    '); evaluate one difficulty per run (test_cfg.step d with '
+                    'the '
                     'noise folders <p>_d)')
             self.difficulty = next(iter(levels.values()))
             if getattr(settings, 'alexnet_fp', False) and self.difficulty != 1:
                 raise ConfigError(
-                    '--alexnet-fp: AlexNet\'s flip probabilities are for '
+                    'test_cfg.alexnet_fp: AlexNet\'s flip probabilities are '
+                    'for '
                     f'difficulty 1, these perturbations are difficulty '
                     f'{self.difficulty}')
             return [(p, None) for p in names]
@@ -379,12 +351,13 @@ class Suite:
         bad = [s for s in severities if not 0 <= s <= 5]
         if bad:
             raise ConfigError(f'severities must be in 0-5, got {bad}')
-        if 0 in severities and self.name == 'imagenet-c' and transform_name(
+        if 0 in severities and self.name == 'imagenet-c' and type_name(
                 self.dataset) == 'ImageNetC':
             raise ConfigError(
                 'severity 0 (clean) evaluates the config\'s own test set, '
                 'but it is mmgfn.ImageNetC; use a config whose test set is '
-                'the clean data with --data-root, or drop severity 0')
+                'the clean data with test_cfg.data_root, or drop '
+                'severity 0')
         cells = [(CLEAN, 0)] if 0 in severities else []
         cells += [(c, s) for c in names for s in severities if s > 0]
         return cells
@@ -395,7 +368,7 @@ class Suite:
             if settings.corrupted_root:
                 return 'pre-generated:' + osp.abspath(
                     settings.corrupted_root)
-            inner = (_pipeline_datasets(self.dataset) or [self.dataset])[0]
+            inner = (pipeline_datasets(self.dataset) or [('', self.dataset)])[0][1]
             prefix = inner.get('data_prefix', '')
             if not isinstance(prefix, str):
                 prefix = ','.join(f'{k}={v}' for k, v in sorted(
@@ -440,8 +413,8 @@ class Suite:
         that is not clean), as JSON-serialisable dicts."""
         cells = [c for c in self.cells if c[1] != 0] or self.cells
         loader, _ = self.build(cells[0])
-        datasets = _pipeline_datasets(loader['dataset'])
-        pipeline = datasets[0].get('pipeline', []) if datasets else []
+        datasets = pipeline_datasets(loader['dataset'])
+        pipeline = datasets[0][1].get('pipeline', []) if datasets else []
         return json.loads(json.dumps(list(pipeline), default=str))
 
     def build(self, cell: Cell) -> Tuple[dict, object]:
@@ -456,9 +429,9 @@ class Suite:
                                         self.settings.corrupted_root, corruption,
                                         severity)
                 else:
-                    _insert_corruption(loader['dataset'], corruption,
-                                       severity,
-                                       self.settings.corruption_backend)
+                    insert_corruption_in_dataset(
+                        loader['dataset'], corruption, severity,
+                        self.settings.corruption_backend)
         elif self.name == 'imagenet-c':
             if severity:
                 loader['dataset'] = self._suite_dataset(

@@ -45,7 +45,7 @@ def load_baseline_results(path: str, suite: Suite,
     """Baseline cells from an earlier ``results.json`` (its main model).
 
     Cells written by this tool keep all their metrics and sample counts:
-    their quantity is read again with the current ``--metric-key``
+    their quantity is read again with the current ``test_cfg.metric_key``
     (:func:`derive_quantity`), so both models report the same metric.
     Other cells need ``corruption``, ``severity`` and ``value`` (and may
     give ``quantity`` and ``T5D``); their quantity, when not given, is
@@ -56,9 +56,10 @@ def load_baseline_results(path: str, suite: Suite,
         data = json.load(f)
     cells = data.get('cells') if isinstance(data, dict) else None
     if not isinstance(cells, list) or not cells:
-        raise ConfigError(f'--baseline-results "{path}" has no "cells" list')
+        raise ConfigError(f'test_cfg.baseline_results "{path}" has no '
+                          '"cells" list')
     if data.get('suite', suite.name) != suite.name:
-        raise ConfigError(f'--baseline-results "{path}" is a '
+        raise ConfigError(f'test_cfg.baseline_results "{path}" is a '
                           f'{data["suite"]} run, not {suite.name}')
     records = []
     for cell in cells:
@@ -72,7 +73,7 @@ def load_baseline_results(path: str, suite: Suite,
                 record.update(metrics=cell['metrics'],
                               num_samples=int(cell['num_samples']))
                 derive_quantity(record, metric_key, suite,
-                                f'--baseline-results "{path}"')
+                                f'test_cfg.baseline_results "{path}"')
             else:
                 record.update(
                     value=float(cell['value']),
@@ -80,7 +81,7 @@ def load_baseline_results(path: str, suite: Suite,
                     T5D=cell.get('T5D'))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(
-                f'--baseline-results "{path}": a cell lacks corruption / '
+                f'test_cfg.baseline_results "{path}": a cell lacks corruption / '
                 f'value ({exc})') from exc
         records.append(record)
     return records
@@ -179,8 +180,9 @@ def summarize(suite: Suite, main: List[dict], baseline: Optional[List[dict]],
                 base_t5d = {r['corruption']: r['T5D'] for r in baseline}
         elif not getattr(args, 'alexnet_fp', False):
             notes.append('mFR needs baseline flip probabilities '
-                         '(--baseline-checkpoint / --baseline-results, or '
-                         '--alexnet-fp); raw FP and T5D are reported')
+                         '(test_cfg.baseline_checkpoint / '
+                         'test_cfg.baseline_results, or '
+                         'test_cfg.alexnet_fp); raw FP and T5D are reported')
         difficulty = getattr(suite, 'difficulty', 1)
         benchmark = imagenet_p_perturbations(difficulty)
         out = summarize_flip_rates(
@@ -234,7 +236,7 @@ def summarize(suite: Suite, main: List[dict], baseline: Optional[List[dict]],
             allow_partial=partial)
         if clean is not None and args.baseline_clean_error is None:
             notes.append('relative mCE needs AlexNet\'s clean error: pass '
-                         '--baseline-clean-error')
+                         'test_cfg.baseline_clean_error')
     out['baseline_model'] = None
     if base_cells is not None:
         both = clean is not None and base_clean is not None
@@ -261,8 +263,9 @@ def summarize(suite: Suite, main: List[dict], baseline: Optional[List[dict]],
         relative_mCE_vs_baseline=model.get('relative_mCE'))
     if not alex and not model:
         notes.append('no mCE: AlexNet normalisation applies only to '
-                     'imagenet-c; pass --baseline-checkpoint or '
-                     '--baseline-results for a CE relative to a model')
+                     'imagenet-c; set test_cfg.baseline_checkpoint or '
+                     'test_cfg.baseline_results for a CE relative to a '
+                     'model')
     return out
 
 
