@@ -27,6 +27,8 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope, Registry
 
 from mmgfn.engine.hooks import BackgroundRoIPerturbationHook
+from mmgfn.evaluation.robustness_sweep import (check_robustness_config,
+                                               is_robustness_loop)
 from mmgfn.models.data_preprocessors import \
     NeighborAdversarialDataPreprocessor
 from mmgfn.models.losses import NeighborWeightedCELoss
@@ -73,8 +75,6 @@ def check_test_config(cfg: Config) -> None:
     (``test_cfg.type='mmgfn.RobustnessTestLoop'``) checks its settings,
     its cells' folders and the test set only where a cell reads it
     (:func:`mmgfn.evaluation.robustness_sweep.check_robustness_config`)."""
-    from mmgfn.evaluation.robustness_sweep import (check_robustness_config,
-                                                   is_robustness_loop)
     if is_robustness_loop(cfg.get('test_cfg')):
         check_robustness_config(cfg)
     else:

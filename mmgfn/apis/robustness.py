@@ -26,6 +26,9 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 from torch import nn
 
+import mmgfn.engine  # noqa: F401  registers RobustnessTestLoop
+from mmgfn.apis.cli import fix_persistent_workers
+
 
 def run_robustness_sweep(model: nn.Module,
                          cfg: Union[str, Config],
@@ -63,8 +66,6 @@ def run_robustness_sweep(model: nn.Module,
         ConfigError: As ``tools/test_robustness.py`` (bad settings, missing
             folders, a refused summary after the reports are written).
     """
-    import mmgfn.engine  # noqa: F401  registers RobustnessTestLoop
-    from mmgfn.apis.cli import fix_persistent_workers
     cfg = Config.fromfile(cfg) if isinstance(cfg, str) else copy.deepcopy(
         cfg)
     fix_persistent_workers(cfg)
