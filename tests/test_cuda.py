@@ -8,7 +8,7 @@ import torch
 
 from conftest import (ROOT, digits_options, run_tool, write_coco,
                       write_det_config, write_image_folder)
-from test_attack_precision import (_bound_preprocessor, _real_batch,
+from test_models.test_attack_precision import (_bound_preprocessor, _real_batch,
                                    _resnet_tiny, _tiny_detector)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),

@@ -12,7 +12,7 @@ What it provides, on every device (CPU, CUDA, ...):
 
 * ``nms``, ``roi_align_forward`` and ``roi_align_backward``: the three
   compiled ops that mmdet's two-stage detectors reach (recorded in
-  ``tests/test_mmcv_ops_fallback.py``), computed by ``torchvision::nms``,
+  ``tests/test_utils/test_mmcv_ops_fallback.py``), computed by ``torchvision::nms``,
   ``torchvision::roi_align`` and ``torchvision::_roi_align_backward`` with
   mmcv's calling conventions (see the functions' docstrings);
 * ``get_compiler_version`` and ``get_compiling_cuda_version``, which report

@@ -19,7 +19,7 @@ Which mmcv ops the shipped detection configs reach: recorded with
 :func:`record_ext_calls` around a training step and a prediction of small
 versions of both detector families of ``configs/detection`` (Faster R-CNN
 R-50 FPN and ViT-B + ``mmgfn.SimpleFPN``; see
-``tests/test_mmcv_ops_fallback.py``), the ``mmcv._ext`` functions called
+``tests/test_utils/test_mmcv_ops_fallback.py``), the ``mmcv._ext`` functions called
 are exactly
 
 * ``nms`` (``mmcv.ops.nms`` / ``batched_nms`` in the RPN and in the RoI

@@ -24,10 +24,10 @@ saves seconds per mutant; ``--no-fork`` starts a fresh Python instead.
 
 Usage::
 
-    python tools/misc/mutation_test.py            # all mutants
-    python tools/misc/mutation_test.py --list     # the list, checked
-    python tools/misc/mutation_test.py --only loss-sum-not-mean attack-sign
-    python tools/misc/mutation_test.py --jobs 2
+    python .dev_scripts/mutation_test.py            # all mutants
+    python .dev_scripts/mutation_test.py --list     # the list, checked
+    python .dev_scripts/mutation_test.py --only loss-sum-not-mean attack-sign
+    python .dev_scripts/mutation_test.py --jobs 2
 
 A mutant's tests are pytest node ids (``file::test``), run with ``-x``.
 Before the mutants, the union of the selected mutants' tests runs once on
@@ -54,26 +54,26 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 # test files (pytest node ids are built from these)
-LOSS = 'tests/test_neighbor_weighted_ce_loss.py'
-TABLE = 'tests/test_neighbor_table.py'
-PREC = 'tests/test_attack_precision.py'
-HOOK = 'tests/test_background_roi_perturbation_hook.py'
-METRICS = 'tests/test_robustness_metrics.py'
-TRANSFORMS = 'tests/test_transforms.py'
-INSERTION = 'tests/test_corruption_insertion.py'
-TRAIN_CALL = 'tests/test_neighbor_attack_training_call.py'
-TOOL_TESTS = 'tests/test_robustness_tool.py'
-LOOP_TESTS = 'tests/test_robustness_loop.py'
-GENERATION = 'tests/test_corruption_generation.py'
-ANALYSIS = 'tests/test_analysis_tools.py'
-STANDIN = 'tests/test_mmcv_ext.py'
-PAIRED = 'tests/test_paired_comparison.py'
-BACKEND = 'tests/test_corruption_backend.py'
-CHECKS = 'tests/test_component_checks.py'
-ERRORS = 'tests/test_errors.py'
+LOSS = 'tests/test_models/test_neighbor_weighted_ce_loss.py'
+TABLE = 'tests/test_models/test_neighbor_table.py'
+PREC = 'tests/test_models/test_attack_precision.py'
+HOOK = 'tests/test_engine/test_background_roi_perturbation_hook.py'
+METRICS = 'tests/test_evaluation/test_robustness_metrics.py'
+TRANSFORMS = 'tests/test_datasets/test_transforms.py'
+INSERTION = 'tests/test_datasets/test_corruption_insertion.py'
+TRAIN_CALL = 'tests/test_models/test_neighbor_attack_training_call.py'
+TOOL_TESTS = 'tests/test_tools/test_robustness_tool.py'
+LOOP_TESTS = 'tests/test_engine/test_robustness_loop.py'
+GENERATION = 'tests/test_datasets/test_corruption_generation.py'
+ANALYSIS = 'tests/test_tools/test_analysis_tools.py'
+STANDIN = 'tests/test_utils/test_mmcv_ext.py'
+PAIRED = 'tests/test_evaluation/test_paired_comparison.py'
+BACKEND = 'tests/test_datasets/test_corruption_backend.py'
+CHECKS = 'tests/test_models/test_component_checks.py'
+ERRORS = 'tests/test_apis/test_errors.py'
 
 ATTACK_PY = 'mmgfn/models/utils/attack.py'
 PRE_PY = ('mmgfn/models/data_preprocessors/'
@@ -84,7 +84,7 @@ HOOK_PY = 'mmgfn/engine/hooks/background_roi_perturbation_hook.py'
 INFER_PY = 'mmgfn/apis/inference.py'
 INSERT_PY = 'mmgfn/datasets/transforms/insertion.py'
 SETUP_PY = 'mmgfn/evaluation/robustness_sweep/setup.py'
-SETUP_TESTS = 'tests/test_sweep_setup.py'
+SETUP_TESTS = 'tests/test_engine/test_sweep_setup.py'
 CORRUPT_PY = 'mmgfn/datasets/transforms/corruption.py'
 METRICS_PY = 'mmgfn/evaluation/functional/robustness.py'
 BENCHMARKS_PY = 'mmgfn/datasets/benchmarks.py'
@@ -367,7 +367,7 @@ MUTANTS: List[Mutant] = [
       "return 'fully_shard' if isinstance(module, FSDPModule) else None",
       'return None',
       'a fully_shard model is attacked instead of refused',
-      'tests/test_training_setups.py::'
+      'tests/test_models/test_training_setups.py::'
       'test_fully_shard_is_refused_with_a_message'),
     # -------------------------------------------------------------- table
     M('table-duplicates-accepted', TABLE_PY,
@@ -806,7 +806,7 @@ MUTANTS: List[Mutant] = [
       '        gc.collect()\n', '        pass\n',
       'the DDP wrapper (and the gloo group it holds) is left to the '
       'interpreter\'s teardown',
-      'tests/test_tools.py::'
+      'tests/test_tools/test_train_test_tools.py::'
       'test_distributed_run_frees_its_model_before_the_group'),
     # ------------------- each component's value checks, in one place
     M('pre-topk-key-unnamed', PRE_PY,
@@ -868,55 +868,55 @@ MUTANTS: List[Mutant] = [
       '    return min(1.0, max(p, centre + half)), '
       'max(0.0, min(p, centre - half))',
       'the Wilson interval of an error is returned as (high, low)',
-      'tests/test_demo_report.py::'
+      'tests/test_apis/test_demo_report.py::'
       'test_wilson_interval_matches_published_values'),
     M('demo-newcombe-bounds-crossed',
       'mmgfn/evaluation/functional/intervals.py',
       '    return (d - math.sqrt((pa - la)**2 + (ub - pb)**2),',
       '    return (d - math.sqrt((ua - pa)**2 + (pb - lb)**2),',
       "Newcombe's lower bound of a difference takes the upper bound's terms",
-      'tests/test_demo_report.py::test_wilson_difference_and_mean_by_hand'),
+      'tests/test_apis/test_demo_report.py::test_wilson_difference_and_mean_by_hand'),
     M('demo-errs-less-lower-bound', 'mmgfn/apis/demo_report.py',
       'if per_cell[c][1] < 0]', 'if per_cell[c][0] < 0]',
       'GFN "errs less" on a cell whose difference interval holds 0',
-      'tests/test_demo_report.py::'
+      'tests/test_apis/test_demo_report.py::'
       'test_chance_level_cells_on_a_constructed_table'),
     M('demo-seed-sd-population', 'mmgfn/apis/demo_report.py',
       'sd=float(arr.std(ddof=1))', 'sd=float(arr.std(ddof=0))',
       'the spread between seeds reports the population sd (ddof 0)',
-      'tests/test_demo_report.py::test_seed_spread_by_hand'),
+      'tests/test_apis/test_demo_report.py::test_seed_spread_by_hand'),
     M('demo-spread-dropped-with-two-seeds', 'mmgfn/apis/demo_report.py',
       'if len(evals) > 1 else None', 'if len(evals) > 2 else None',
       'a run with two training seeds reports no spread between them',
-      'tests/test_demo_report.py::'
+      'tests/test_apis/test_demo_report.py::'
       'test_write_demo_report_on_constructed_sweeps'),
     M('demo-class-count-any-entry', 'mmgfn/apis/demo_report.py',
       'if osp.isdir(osp.join(val, d))])', 'if d])',
       'a file beside the class folders counts as a class (chance level)',
-      'tests/test_demo_report.py::'
+      'tests/test_apis/test_demo_report.py::'
       'test_write_demo_report_on_constructed_sweeps'),
     M('demo-comparison-without-baseline', 'mmgfn/apis/demo_report.py',
       "sweeps['gfn'], sweeps[other], baseline=sweeps['baseline'],",
       "sweeps['gfn'], sweeps[other], baseline=None,",
       'the paired comparisons leave out the error relative to the baseline',
-      'tests/test_demo_report.py::'
+      'tests/test_apis/test_demo_report.py::'
       'test_write_demo_report_on_constructed_sweeps'),
     M('tool-runner-failure-ignored', 'mmgfn/apis/tool_runner.py',
       '    if code:\n        if log:', '    if False:\n        if log:',
       'the demo goes on after one of its tools failed',
-      'tests/test_tool_runner.py::'
+      'tests/test_apis/test_tool_runner.py::'
       'test_a_failing_tool_stops_the_job_with_its_log'),
     M('tool-runner-children-left', 'mmgfn/apis/tool_runner.py',
       '            for child in multiprocessing.active_children():',
       '            for child in []:',
       "a tool's child processes (dataloader workers) outlive it",
-      'tests/test_tool_runner.py::'
+      'tests/test_apis/test_tool_runner.py::'
       'test_a_tool_in_this_process_logs_and_leaves_nothing'),
     M('digits-size-unchecked',
       'tools/dataset_converters/digits_to_imagefolder.py',
       '    if args.size < MIN_DIGIT_SIZE:', '    if False:',
       'the digits tool fails with a traceback for --size 31',
-      'tests/test_dataset_converters.py::'
+      'tests/test_datasets/test_dataset_converters.py::'
       'test_digits_below_32_pixels_are_refused'),
     # ------------------------------------- the sweep's setup, built once
     M('sweep-setup-built-twice', SETUP_PY,

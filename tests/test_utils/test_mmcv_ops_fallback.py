@@ -3,7 +3,7 @@
 
 Needs mmcv's compiled ops (``MMGFN_MMCV_OPS=1 bash tools/setup_env.sh``);
 on the default install (mmgfn's stand-in ``mmcv._ext``) the module is
-skipped, and ``tests/test_mmcv_ext.py`` checks the same kernels against
+skipped, and ``tests/test_utils/test_mmcv_ext.py`` checks the same kernels against
 reference implementations instead."""
 import contextlib
 import copy
@@ -343,7 +343,7 @@ def _tiny_detector(config: str):
         cfg.backbone.update(depth=18, init_cfg=None)
         cfg.neck.in_channels = [64, 128, 256, 512]
         cfg.neck.out_channels = 64
-    else:  # ViT + SimpleFPN, as in tests/test_detection_backbone.py
+    else:  # ViT + SimpleFPN, as in tests/test_models/test_detection_backbone.py
         cfg.backbone.update(
             arch=dict(embed_dims=64, num_layers=2, num_heads=4,
                       feedforward_channels=128),

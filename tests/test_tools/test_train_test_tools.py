@@ -327,8 +327,7 @@ def test_eq4_neighbours_from_plain_dict_checkpoint(image_folder, tmp_path):
     assert trained == table['neighbors']
 
 
-README_PATH = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
-                       'README.md')
+README_PATH = osp.join(ROOT, 'README.md')
 
 
 def _readme() -> str:
@@ -402,10 +401,10 @@ def test_readme_host_model_in_mmgfn_scope_builds(tmp_path):
 
 
 def test_mutation_list_matches_the_code():
-    """Every curated bug of tools/misc/mutation_test.py still finds its
+    """Every curated bug of .dev_scripts/mutation_test.py still finds its
     original text exactly once (code that moved must take its mutants
     along), and each maps to test files that exist."""
-    proc = run_tool(['tools/misc/mutation_test.py', '--list'])
+    proc = run_tool(['.dev_scripts/mutation_test.py', '--list'])
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     count = int(re.search(r'^(\d+) mutants$', proc.stdout, re.M).group(1))
     tests = re.findall(r'(tests/[\w/]+\.py)::', proc.stdout)
