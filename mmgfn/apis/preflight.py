@@ -36,7 +36,8 @@ from mmgfn.models.utils.neighbor_table import bbox_classes_key
 from mmgfn.registry import (DATASETS, HOOKS, METRICS, MODELS,
                             TRANSFORMS)
 from mmgfn.utils.config_walk import (find_key, find_type, iter_datasets,
-                                     type_name, with_defaults)
+                                     loader_datasets, type_name,
+                                     with_defaults)
 from mmgfn.utils.errors import (ConfigError, check_dataset_paths,
                                 check_file, is_remote)
 
@@ -272,34 +273,28 @@ def check_subsets(cfg: Config, dataloaders: List[str]) -> None:
     Raises:
         ConfigError: Naming the key, the class and its count.
     """
-    for loader_key in dataloaders:
-        loader = cfg.get(loader_key)
-        if not isinstance(loader, dict) or not isinstance(
-                loader.get('dataset'), dict):
+    for key, ds in loader_datasets(cfg, dataloaders):
+        if type_name(ds) != 'ClassBalancedSubset' or not isinstance(
+                ds.get('dataset'), dict):
             continue
-        for key, ds in iter_datasets(loader['dataset'],
-                                     f'{loader_key}.dataset'):
-            if type_name(ds) != 'ClassBalancedSubset' or not isinstance(
-                    ds.get('dataset'), dict):
-                continue
-            with DefaultScope.overwrite_default_scope(
-                    cfg.get('default_scope')):
-                inner = DATASETS.build(copy.deepcopy(ds['dataset']))
-            counts = Counter(
-                int(inner.get_cat_ids(i)[0]) for i in range(len(inner)))
-            classes = list(inner.metainfo.get('classes') or [])
-            labels = range(len(classes)) if classes else sorted(counts)
-            per_class = ds.get('per_class')
-            if not labels or not isinstance(per_class, int):
-                continue
-            smallest = min(labels, key=lambda c: counts.get(c, 0))
-            have = counts.get(smallest, 0)
-            if per_class > have:
-                name = f' ("{classes[smallest]}")' if classes else ''
-                raise ConfigError(
-                    f'{key}.per_class={per_class} (ClassBalancedSubset): '
-                    f'class {smallest}{name} has only {have} samples; set '
-                    f'{key}.per_class to at most {have}')
+        with DefaultScope.overwrite_default_scope(
+                cfg.get('default_scope')):
+            inner = DATASETS.build(copy.deepcopy(ds['dataset']))
+        counts = Counter(
+            int(inner.get_cat_ids(i)[0]) for i in range(len(inner)))
+        classes = list(inner.metainfo.get('classes') or [])
+        labels = range(len(classes)) if classes else sorted(counts)
+        per_class = ds.get('per_class')
+        if not labels or not isinstance(per_class, int):
+            continue
+        smallest = min(labels, key=lambda c: counts.get(c, 0))
+        have = counts.get(smallest, 0)
+        if per_class > have:
+            name = f' ("{classes[smallest]}")' if classes else ''
+            raise ConfigError(
+                f'{key}.per_class={per_class} (ClassBalancedSubset): '
+                f'class {smallest}{name} has only {have} samples; set '
+                f'{key}.per_class to at most {have}')
 
 
 def _init_cfgs(node, key: str) -> Iterator[Tuple[str, dict]]:

@@ -7,7 +7,8 @@ sweep, the tools' dataloaders) goes through these functions:
   such as ``mmgfn.`` dropped, a class given as type -> its name);
 * :func:`iter_datasets`: a dataset and the datasets it wraps (``dataset`` /
   ``datasets`` of ConcatDataset, RepeatDataset, ClassBalancedDataset, ...),
-  each with its config key;
+  each with its config key, and :func:`loader_datasets` for the datasets of
+  named dataloaders;
 * :func:`pipeline_datasets`: the datasets (through wrappers) that hold the
   ``pipeline`` to edit;
 * :func:`walk_config`: every value of nested dicts and lists with its
@@ -53,6 +54,24 @@ def iter_datasets(dataset: dict,
     for i, ds in enumerate(dataset.get('datasets', None) or []):
         if isinstance(ds, dict):
             yield from iter_datasets(ds, f'{key}.datasets[{i}]', stop)
+
+
+def loader_datasets(cfg: Any,
+                    dataloaders: List[str]) -> Iterator[Tuple[str, dict]]:
+    """``(key, dataset)`` of every dataset of the named dataloaders
+    (:func:`iter_datasets` from each ``<loader>.dataset``); absent or None
+    dataloaders, and dataloaders without a dataset dict, are skipped.
+
+    Args:
+        cfg (dict): The whole config.
+        dataloaders (list[str]): Config keys, e.g. ``['train_dataloader']``.
+    """
+    for loader_key in dataloaders:
+        loader = cfg.get(loader_key)
+        if not isinstance(loader, dict) or not isinstance(
+                loader.get('dataset'), dict):
+            continue
+        yield from iter_datasets(loader['dataset'], f'{loader_key}.dataset')
 
 
 def pipeline_datasets(dataset: dict,

@@ -12,7 +12,7 @@ from typing import Any, List, Sequence, Tuple
 
 from mmengine.config import Config
 
-from .config_walk import dataset_paths, iter_datasets
+from .config_walk import dataset_paths, loader_datasets
 
 
 class ConfigError(ValueError):
@@ -50,15 +50,9 @@ def check_dataset_paths(cfg: Config, dataloaders: List[str]) -> None:
         FileNotFoundError: Naming the missing path and the config key that
             asks for it.
     """
-    for loader_key in dataloaders:
-        loader = cfg.get(loader_key)
-        if not isinstance(loader, dict) or not isinstance(
-                loader.get('dataset'), dict):
-            continue
-        for key, dataset in iter_datasets(loader['dataset'],
-                                          f'{loader_key}.dataset'):
-            for path_key, path, kind in dataset_paths(dataset, key):
-                _check_path(path_key, path, kind)
+    for key, dataset in loader_datasets(cfg, dataloaders):
+        for path_key, path, kind in dataset_paths(dataset, key):
+            _check_path(path_key, path, kind)
 
 
 def _check_path(path_key: str, path: str, kind: str) -> None:
