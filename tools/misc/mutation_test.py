@@ -917,6 +917,19 @@ MUTANTS: List[Mutant] = [
       'the digits tool fails with a traceback for --size 31',
       'tests/test_dataset_converters.py::'
       'test_digits_below_32_pixels_are_refused'),
+    M('tool-flag-wording-skipped', 'mmgfn/apis/cli.py',
+      'msg = flag_wording(_user_error(exc), flags)',
+      'msg = _user_error(exc)',
+      "a tool's error line names the library's arguments, not its flags",
+      'tests/test_dataset_converters.py::'
+      'test_library_problems_name_arguments_the_tools_their_flags'),
+    M('converter-skipped-problems-unworded',
+      'mmgfn/datasets/converters/common.py',
+      '        if wording is not None:\n            problem = wording(problem)',
+      '        if False:\n            problem = wording(problem)',
+      "a converter tool's skipped problems suggest arguments, not flags",
+      'tests/test_dataset_converters.py::'
+      'test_library_problems_name_arguments_the_tools_their_flags'),
 ]
 
 # --------------------------------------------------------------- running
