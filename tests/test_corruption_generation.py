@@ -218,7 +218,8 @@ def test_bad_input(tmp_path):
         generate_corrupted_images(src, out, ['fogg'], [1])
     with pytest.raises(ConfigError, match='severities must be among 1-5'):
         generate_corrupted_images(src, out, ['fog'], [0, 1])
-    with pytest.raises(ConfigError, match='^workers must be at least 1, got 0$'):
+    with pytest.raises(ConfigError,
+                       match='^workers must be at least 1, got 0$'):
         generate_corrupted_images(src, out, ['fog'], [1], workers=0)
     with pytest.raises(ConfigError, match='is inside the image folder'):
         generate_corrupted_images(src, osp.join(src, 'c'), ['fog'], [1])

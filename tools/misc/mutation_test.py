@@ -925,7 +925,8 @@ MUTANTS: List[Mutant] = [
       'test_library_problems_name_arguments_the_tools_their_flags'),
     M('converter-skipped-problems-unworded',
       'mmgfn/datasets/converters/common.py',
-      '        if wording is not None:\n            problem = wording(problem)',
+      '        if wording is not None:\n'
+      '            problem = wording(problem)',
       '        if False:\n            problem = wording(problem)',
       "a converter tool's skipped problems suggest arguments, not flags",
       'tests/test_dataset_converters.py::'
