@@ -962,6 +962,20 @@ MUTANTS: List[Mutant] = [
       'a wrapped checkpoint\'s keys keep their module. prefix',
       f'{SETUP_TESTS}::'
       'test_checkpoint_strips_the_wrapper_prefix_once_and_checks_fit'),
+    M('tool-flag-wording-skipped', 'mmgfn/apis/cli.py',
+      'msg = flag_wording(_user_error(exc), flags)',
+      'msg = _user_error(exc)',
+      "a tool's error line names the library's arguments, not its flags",
+      'tests/test_datasets/test_dataset_converters.py::'
+      'test_library_problems_name_arguments_the_tools_their_flags'),
+    M('converter-skipped-problems-unworded',
+      'mmgfn/datasets/converters/common.py',
+      '        if wording is not None:\n'
+      '            problem = wording(problem)',
+      '        if False:\n            problem = wording(problem)',
+      "a converter tool's skipped problems suggest arguments, not flags",
+      'tests/test_datasets/test_dataset_converters.py::'
+      'test_library_problems_name_arguments_the_tools_their_flags'),
 ]
 
 # --------------------------------------------------------------- running

@@ -21,11 +21,13 @@ The tools follow mmpretrain's and mmdet's (same flags, same precedence of
 """
 import argparse
 import gc
+import ast
 import os
 import os.path as osp
+import re
 import sys
 import traceback
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from mmengine.config import Config, DictAction
@@ -171,19 +173,74 @@ def shutdown_distributed() -> None:
         torch.distributed.destroy_process_group()
 
 
-def run_cli(main: Callable[[], None]) -> None:
+def _flag_value(literal: str) -> str:
+    """A Python value as written in a message (``True``, ``("val", )``,
+    ``3``) -> what follows its flag on the command line (``''``,
+    ``' val'``, ``' 3'``)."""
+    try:
+        value = ast.literal_eval(literal)
+    except (ValueError, SyntaxError):
+        return f' {literal}'
+    if value is True:
+        return ''
+    if isinstance(value, (list, tuple)):
+        return ''.join(f' {v}' for v in value)
+    if isinstance(value, str):
+        return f' {value}'
+    return f' {literal}'
+
+
+def flag_wording(message: str, names: Sequence[str]) -> str:
+    """Reword a library message for a tool's command line.
+
+    The package's messages name the keyword arguments a Python caller
+    passes; a tool whose flags stand for those arguments shows its flags
+    instead. Each whole-word occurrence of a name in ``names`` becomes its
+    flag (``ann_file`` -> ``--ann-file``), and a name with a value becomes
+    the flag and its value (``skip_invalid=True`` -> ``--skip-invalid``,
+    ``splits=("val", )`` -> ``--splits val``). A name that is part of a
+    dotted config key, of a longer identifier or of a flag is left as it
+    is.
+
+    Args:
+        message (str): The library's message.
+        names (Sequence[str]): Argument names that the tool has flags for
+            (``--`` and the name with ``-`` for ``_``).
+
+    Returns:
+        str: The message as the tool prints it.
+    """
+    for name in names:
+        flag = '--' + name.replace('_', '-')
+        value = (r'(?:=(\([^()]*\)|\[[^\[\]]*\]|"[^"]*"|\'[^\']*\''
+                 r'|[\w.+\-]*\w))?')
+        pattern = re.compile(rf'(?<![\w.\-]){re.escape(name)}'
+                             rf'(?![\w\-]|\.\w){value}')
+        message = pattern.sub(
+            lambda m: flag + (_flag_value(m.group(1)) if m.group(1) else ''),
+            message)
+    return message
+
+
+def run_cli(main: Callable[[], None], flags: Sequence[str] = ()) -> None:
     """Run a tool's ``main`` and turn bad input into one clear line.
 
     Bad-input errors (see :func:`_user_error`) print
     ``<tool>: error: <message>`` on stderr and exit with status 2; any other
     exception propagates with its traceback. ``MMGFN_TRACEBACK=1`` prints the
     traceback for bad input too.
+
+    Args:
+        main (Callable[[], None]): The tool's entry point.
+        flags (Sequence[str]): Names of the library arguments the tool has
+            flags for: the message speaks of the flags instead (see
+            :func:`flag_wording`). Defaults to none.
     """
     try:
         main()
         shutdown_distributed()
     except Exception as exc:  # noqa: BLE001
-        msg = _user_error(exc)
+        msg = flag_wording(_user_error(exc), flags)
         if not msg:
             raise
         if os.environ.get('MMGFN_TRACEBACK') == '1':

@@ -201,7 +201,7 @@ def list_source_images(src_dir: str,
             with open(ann_file) as f:
                 names = [img['file_name'] for img in json.load(f)['images']]
         except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f'--ann-file "{ann_file}" is not a COCO json '
+            raise ConfigError(f'ann_file "{ann_file}" is not a COCO json '
                               f'with images[].file_name ({exc})')
         rels = sorted(set(names))
         missing = [r for r in rels if not osp.isfile(osp.join(src_dir, r))]
@@ -480,12 +480,12 @@ def check_generation_args(corruptions: Sequence[str],
                           f'{list(severities)} (severity 0, the clean image, '
                           'is read from the source folder)')
     if workers < 1:
-        raise ConfigError(f'--workers must be at least 1, got {workers}')
+        raise ConfigError(f'workers must be at least 1, got {workers}')
     if color_type not in COLOR_TYPES:
         raise ConfigError(f'color type must be one of {COLOR_TYPES}, got '
                           f'"{color_type}"')
     if jpeg_quality is not None and not 1 <= jpeg_quality <= 100:
-        raise ConfigError(f'--jpeg-quality must be in 1-100, got '
+        raise ConfigError(f'jpeg_quality must be in 1-100, got '
                           f'{jpeg_quality}')
 
 
@@ -570,7 +570,7 @@ def generate_corrupted_images(
     if not osp.isdir(src_dir):
         raise FileNotFoundError(f'image folder "{src_dir}" does not exist')
     if ann_file is not None and not osp.isfile(ann_file):
-        raise FileNotFoundError(f'--ann-file "{ann_file}" does not exist')
+        raise FileNotFoundError(f'ann_file "{ann_file}" does not exist')
     check_generation_args(corruptions, severities, workers, color_type,
                           jpeg_quality)
     if backend not in BACKENDS:

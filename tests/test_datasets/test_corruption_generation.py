@@ -218,7 +218,8 @@ def test_bad_input(tmp_path):
         generate_corrupted_images(src, out, ['fogg'], [1])
     with pytest.raises(ConfigError, match='severities must be among 1-5'):
         generate_corrupted_images(src, out, ['fog'], [0, 1])
-    with pytest.raises(ConfigError, match='--workers must be at least 1'):
+    with pytest.raises(ConfigError,
+                       match='^workers must be at least 1, got 0$'):
         generate_corrupted_images(src, out, ['fog'], [1], workers=0)
     with pytest.raises(ConfigError, match='is inside the image folder'):
         generate_corrupted_images(src, osp.join(src, 'c'), ['fog'], [1])
@@ -241,6 +242,41 @@ def test_bad_input(tmp_path):
     assert ('generate_corrupted_dataset.py: error: image folder "'
             f'{tmp_path / "nowhere"}" does not exist') in proc.stderr
     assert 'Traceback' not in proc.stderr
+
+
+
+def test_messages_name_arguments_the_tool_its_flags(tmp_path):
+    """The generator's messages name its keyword arguments (what a Python
+    caller passes); the tool prints the same messages with its flags."""
+    src = str(tmp_path / 'images')
+    write_sources(src)
+    out = str(tmp_path / 'out')
+    not_coco = str(tmp_path / 'not_coco.json')
+    with open(not_coco, 'w') as f:
+        json.dump(dict(annotations=[]), f)
+    missing = str(tmp_path / 'missing.json')
+    cases = [
+        (dict(workers=0), 'workers must be at least 1, got 0',
+         ['--workers', '0']),
+        (dict(jpeg_quality=101), 'jpeg_quality must be in 1-100, got 101',
+         ['--jpeg-quality', '101']),
+        (dict(ann_file=missing), f'ann_file "{missing}" does not exist',
+         ['--ann-file', missing]),
+        (dict(ann_file=not_coco), f'ann_file "{not_coco}" is not a COCO json '
+         "with images[].file_name ('images')", ['--ann-file', not_coco]),
+    ]
+    for kwargs, msg, flags in cases:
+        with pytest.raises((ConfigError, FileNotFoundError)) as err:
+            generate_corrupted_images(src, out, ['fog'], [1], progress=False,
+                                      **kwargs)
+        assert str(err.value) == msg and '--' not in msg
+        proc = run_tool_in_process([TOOL, src, out, '--corruptions', 'fog',
+                                    '--severities', '1', '--no-progress',
+                                    *flags])
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert proc.stderr.strip().splitlines()[-1] == \
+            'generate_corrupted_dataset.py: error: --' + \
+            msg.replace('_', '-', 1)
 
 
 def _dead_pid():

@@ -17,6 +17,7 @@ from pycocotools.cocoeval import COCOeval
 from test_detection_datasets import (_image, _voc, _write, write_exdark,
                                      write_rtts)
 
+from mmgfn.apis.cli import flag_wording
 from mmgfn.datasets.converters import (AnnotationError, convert_cityscapes,
                                        convert_exdark, convert_rtts,
                                        write_digits)
@@ -138,7 +139,7 @@ def test_cityscapes_val_only_download(tmp_path):
                       _instances(CS_IMAGES['aachen_000000_000019']))
     with pytest.raises(FileNotFoundError,
                        match='leftImg8bit/train" does not exist; to convert '
-                       'only the validation split.*pass --splits val'):
+                       r'only the validation split.*pass splits=\("val", \)$'):
         convert_cityscapes(root)
     assert not osp.exists(osp.join(root, 'annotations'))
     assert list(convert_cityscapes(root, splits=['val'])) == ['val']
@@ -200,10 +201,10 @@ def test_rtts_empty_xml_and_boxes_over_the_border(tmp_path):
     assert err.value.problems == [
         f'{over}:22: box (xmin, ymin, xmax, ymax) = (31, 11, 65, 41) is '
         'empty or outside the 64x48 image (1-based corners must satisfy '
-        '1 <= xmin < xmax <= 64, 1 <= ymin < ymax <= 48); pass --clip-boxes '
-        'to clip it to the image',
+        '1 <= xmin < xmax <= 64, 1 <= ymin < ymax <= 48); pass '
+        'clip_boxes=True to clip it to the image',
         f'{empty}:1: no <object>: an image without ground truth makes every '
-        'detection on it a false positive (pass --keep-empty to keep it)'
+        'detection on it a false positive (pass keep_empty=True to keep it)'
     ]
 
     clipped, coco = _convert(RTTS_TOOL, root, str(tmp_path / 'rtts.json'),
@@ -240,10 +241,10 @@ def test_exdark_empty_files_refused_unless_kept(tmp_path):
     assert err.value.problems == [
         f'{zero}: empty file (no header, no object); an image without '
         'ground truth makes every detection on it a false positive (pass '
-        '--keep-empty to keep it)',
+        'keep_empty=True to keep it)',
         f'{header}: no object, only the header; an image without ground '
         'truth makes every detection on it a false positive (pass '
-        '--keep-empty to keep it)'
+        'keep_empty=True to keep it)'
     ]
     assert not osp.exists(tmp_path / 'x.json')
 
@@ -292,7 +293,7 @@ def test_exdark_decoding_header_and_clip_boxes(tmp_path):
         f.write(b'Bicycle 50 6 15 30' + tail)
     with pytest.raises(AnnotationError, match=f'{bom}:4: box .left, top, '
                        r'width, height. = \(50, 6, 15, 30\) is empty or '
-                       'outside the 64x48 image; pass --clip-boxes'):
+                       'outside the 64x48 image; pass clip_boxes=True'):
         convert_exdark(root, None)
     clipped, coco = _convert(EXDARK_TOOL, root,
                              str(tmp_path / 'exdark.json'), '--clip-boxes')
@@ -317,3 +318,77 @@ def test_digits_below_32_pixels_are_refused(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].endswith(
         'error: --size must be at least 32, got 31')
     assert not os.path.exists(out)
+
+
+def test_flag_wording():
+    """Argument names become the tool's flags, values included; names
+    inside config keys, longer identifiers and flags are left alone."""
+    assert flag_wording('ann_file "a.json" does not exist; workers must '
+                        'be at least 1', ['ann_file', 'workers']) == \
+        '--ann-file "a.json" does not exist; --workers must be at least 1'
+    assert flag_wording('(pass skip_invalid=True to drop them)',
+                        ['skip_invalid']) == \
+        '(pass --skip-invalid to drop them)'
+    assert flag_wording('pass splits=("val", )', ['splits']) == \
+        'pass --splits val'
+    assert flag_wording('pass size=31.', ['size']) == 'pass --size 31.'
+    assert flag_wording("pass split='val';", ['split']) == \
+        'pass --split val;'
+    kept = 'data.ann_file, ann_files, my_ann_file, --ann-file, ann_file.x'
+    assert flag_wording(kept, ['ann_file']) == kept
+    assert flag_wording('workers', []) == 'workers'
+
+
+def test_library_problems_name_arguments_the_tools_their_flags(tmp_path):
+    """The converters' messages suggest keyword arguments (what a Python
+    caller passes); the tools print the same suggestions as flags, in their
+    error line and in the problems they skip."""
+    root = write_rtts(str(tmp_path / 'rtts'))
+    ann = osp.join(root, 'Annotations')
+    _image(osp.join(root, 'JPEGImages', 'hazy_005.png'), 40, 30)
+    empty = _write(osp.join(ann, 'hazy_005.xml'),
+                   _voc([], 'hazy_005.png', (40, 30)))
+    over = _write(osp.join(ann, 'hazy_001.xml'),
+                  _voc([('car', 31, 11, 65, 41)], 'hazy_001.jpg', (64, 48)))
+    with pytest.raises(AnnotationError) as err:
+        convert_rtts(root, None)
+    msg = str(err.value)
+    assert '(pass skip_invalid=True to drop the images concerned' in msg
+    assert 'pass clip_boxes=True to clip it' in msg
+    assert 'pass keep_empty=True to keep it' in msg
+    assert '--' not in msg
+
+    proc = run_tool_in_process([RTTS_TOOL, root, '--out',
+                                str(tmp_path / 'rtts.json')])
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if 'error:' in line]
+    assert errors == [
+        'rtts_to_coco.py: error: 2 problem(s) in the RTTS annotations; '
+        'nothing was written (pass --skip-invalid to drop the images '
+        'concerned and convert the rest):']
+    clip, keep = err.value.problems
+    assert f'{over}:' in clip and f'{empty}:' in keep
+    assert '  ' + clip.replace('clip_boxes=True', '--clip-boxes') \
+        in proc.stderr.splitlines()
+    assert '  ' + keep.replace('keep_empty=True', '--keep-empty') \
+        in proc.stderr.splitlines()
+    assert '=True' not in proc.stderr
+
+    proc = run_tool_in_process([RTTS_TOOL, root, '--out',
+                                str(tmp_path / 'rtts.json'), '--skip-invalid',
+                                '--clip-boxes'])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [line for line in proc.stderr.splitlines()
+            if line.startswith('skipped: ')] == [
+        f'skipped: {empty}:1: no <object>: an image without ground truth '
+        'makes every detection on it a false positive (pass --keep-empty to '
+        'keep it)']
+
+    cs_root = str(tmp_path / 'cityscapes')
+    _cityscapes_image(cs_root, 'val', 'aachen_000000_000019',
+                      _instances(CS_IMAGES['aachen_000000_000019']))
+    proc = run_tool_in_process([CS_TOOL, cs_root])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        'to convert only the validation split, the one detectors are tested '
+        'on, pass --splits val')

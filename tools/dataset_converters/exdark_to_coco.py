@@ -26,7 +26,7 @@ import os.path as osp
 from mmgfn.datasets.converters import EXDARK_CLASSES, convert_exdark
 from mmgfn.datasets.converters.common import (ANNOTATION_SWITCHES,
                                               print_conversion_summary)
-from mmgfn.apis.cli import run_cli
+from mmgfn.apis.cli import flag_wording, run_cli
 
 
 def parse_args() -> argparse.Namespace:
@@ -60,8 +60,10 @@ def main() -> None:
     coco = convert_exdark(args.data_root, out, args.img_dir, args.ann_dir,
                           args.split_file, args.split, args.skip_invalid,
                           args.keep_empty, args.clip_boxes)
-    print_conversion_summary(coco, EXDARK_CLASSES, out)
+    print_conversion_summary(
+        coco, EXDARK_CLASSES, out,
+        lambda problem: flag_wording(problem, ANNOTATION_SWITCHES))
 
 
 if __name__ == '__main__':
-    run_cli(main)
+    run_cli(main, flags=tuple(ANNOTATION_SWITCHES))

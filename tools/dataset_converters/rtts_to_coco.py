@@ -25,7 +25,7 @@ import os.path as osp
 from mmgfn.datasets.converters import RTTS_CLASSES, convert_rtts
 from mmgfn.datasets.converters.common import (ANNOTATION_SWITCHES,
                                               print_conversion_summary)
-from mmgfn.apis.cli import run_cli
+from mmgfn.apis.cli import flag_wording, run_cli
 
 
 def parse_args() -> argparse.Namespace:
@@ -46,8 +46,10 @@ def main() -> None:
     out = args.out or osp.join(args.data_root, 'rtts_coco.json')
     coco = convert_rtts(args.data_root, out, args.ann_dir, args.img_dir,
                         args.skip_invalid, args.keep_empty, args.clip_boxes)
-    print_conversion_summary(coco, RTTS_CLASSES, out)
+    print_conversion_summary(
+        coco, RTTS_CLASSES, out,
+        lambda problem: flag_wording(problem, ANNOTATION_SWITCHES))
 
 
 if __name__ == '__main__':
-    run_cli(main)
+    run_cli(main, flags=tuple(ANNOTATION_SWITCHES))

@@ -188,4 +188,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    run_cli(main)
+    run_cli(main, flags=('ann_file', 'workers', 'jpeg_quality'))

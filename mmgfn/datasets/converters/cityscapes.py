@@ -186,7 +186,7 @@ def convert_cityscapes(data_root: str,
         if not osp.isdir(split_img_dir):
             hint = '' if split == 'val' else (
                 '; to convert only the validation split, the one detectors '
-                'are tested on, pass --splits val (splits=("val", ))')
+                'are tested on, pass splits=("val", )')
             raise FileNotFoundError(
                 f'Cityscapes folder "{split_img_dir}" does not exist{hint}')
         files, split_problems = collect_files(

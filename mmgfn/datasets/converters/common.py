@@ -6,7 +6,7 @@ json that mmdet's ``CocoDataset`` and ``CocoMetric`` read.
 import json
 import os
 import os.path as osp
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from mmgfn.utils.errors import ConfigError
 
@@ -26,7 +26,8 @@ class AnnotationError(ConfigError):
         problems (Sequence[str]): One ``"<file>:<line>: <what>"`` per
             problem.
         what (str): What was being converted, e.g. ``'RTTS annotations'``.
-        skippable (bool): Whether the message suggests ``--skip-invalid``.
+        skippable (bool): Whether the message suggests
+            ``skip_invalid=True``.
             Defaults to True.
     """
 
@@ -35,7 +36,7 @@ class AnnotationError(ConfigError):
                  what: str,
                  skippable: bool = True) -> None:
         self.problems = list(problems)
-        hint = (' (pass --skip-invalid to drop the images concerned and '
+        hint = (' (pass skip_invalid=True to drop the images concerned and '
                 'convert the rest)') if skippable else ''
         if len(self.problems) == 1:
             super().__init__(f'1 problem in the {what}, nothing was '
@@ -180,7 +181,7 @@ def fail_or_report(problems: List[str], what: str,
     ``skip_invalid``; return the problems to report otherwise.
 
     ``skip_invalid=None`` means that skipping is not offered: any problem
-    raises, with no ``--skip-invalid`` hint.
+    raises, with no ``skip_invalid=True`` hint.
     """
     if problems and not skip_invalid:
         raise AnnotationError(problems, what, skip_invalid is not None)
@@ -203,13 +204,21 @@ ANNOTATION_SWITCHES = {
 }
 
 
-def print_conversion_summary(coco: dict, classes: Sequence[str],
-                             out_file: str) -> None:
+def print_conversion_summary(
+        coco: dict,
+        classes: Sequence[str],
+        out_file: str,
+        wording: Optional[Callable[[str], str]] = None) -> None:
     """What a converter tool prints: each skipped problem and each clipped
-    box (stderr), then the image, object and per-class counts it wrote."""
+    box (stderr), then the image, object and per-class counts it wrote.
+
+    ``wording``, if given, rewords each problem (e.g. the tool's flags for
+    the argument names the problems suggest)."""
     import sys
     from collections import Counter
     for problem in coco['problems']:
+        if wording is not None:
+            problem = wording(problem)
         print(f'skipped: {problem}', file=sys.stderr)
     for clip in coco.get('clipped', []):
         print(f'clipped: {clip}', file=sys.stderr)

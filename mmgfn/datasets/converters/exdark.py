@@ -133,7 +133,7 @@ def _parse_annotation(
             return [], [], []
         return [], [f'{ann_file}: empty file (no header, no object); an '
                     'image without ground truth makes every detection on it '
-                    'a false positive (pass --keep-empty to keep it)'], []
+                    'a false positive (pass keep_empty=True to keep it)'], []
     header = ' '.join(lines[0].split())
     if header != BBGT_HEADER:
         return [], [f'{ann_file}:1: expected the header "{BBGT_HEADER}", '
@@ -164,7 +164,7 @@ def _parse_annotation(
             box = (f'{where}: box (left, top, width, height) = ({fields[1]}, '
                    f'{fields[2]}, {fields[3]}, {fields[4]})')
             if not (clip_boxes and clippable):
-                hint = ('; pass --clip-boxes to clip it to the image'
+                hint = ('; pass clip_boxes=True to clip it to the image'
                         if clippable else '')
                 problems.append(f'{box} is empty or outside the '
                                 f'{width}x{height} image{hint}')
@@ -178,7 +178,7 @@ def _parse_annotation(
     if not anns and not problems and not keep_empty:
         problems.append(f'{ann_file}: no object, only the header; an image '
                         'without ground truth makes every detection on it a '
-                        'false positive (pass --keep-empty to keep it)')
+                        'false positive (pass keep_empty=True to keep it)')
     return anns, problems, clipped
 
 

@@ -199,7 +199,7 @@ def _parse_object(
                 clipped = (f'{where} clipped to ({corners}) inside the '
                            f'{width}x{height} image')
             else:
-                hint = ('; pass --clip-boxes to clip it to the image'
+                hint = ('; pass clip_boxes=True to clip it to the image'
                         if clippable else '')
                 problems.append(
                     f'{where} is empty or outside the {width}x{height} image '
@@ -324,7 +324,7 @@ def convert_rtts(data_root: str,
             problems.append(
                 f'{xml_path}:1: no <object>: an image without ground truth '
                 'makes every detection on it a false positive (pass '
-                '--keep-empty to keep it)')
+                'keep_empty=True to keep it)')
             continue
         anns, image_problems, image_clips = [], [], []
         for obj in objects:
