@@ -110,8 +110,9 @@ def test_inheritance_example_fine_tunes_a_step_on_real_images(tmp_path):
 def test_paths_named_in_readme_exist():
     with open(README, encoding='utf-8') as f:
         text = f.read()
-    paths = set(re.findall(r'((?:configs|tools)/[\w./{},*-]+\.(?:py|sh))',
-                           text))
+    paths = set(
+        re.findall(r'(?<![\w./])((?:configs|tools|tests|\.dev_scripts)/'
+                   r'[\w./{},*-]+\.(?:py|sh))', text))
     assert len(paths) > 20
     for p in paths:
         for alt in _expand(p):

@@ -219,7 +219,7 @@ def test_missing_checkpoint_is_named(image_folder, tmp_path):
         'tools/train.py', DIGITS_CONFIG, '--work-dir',
         str(tmp_path / 'w'), '--resume', missing, '--cfg-options', *opts
     ])
-    _check_bad_input(proc, missing, '--resume')
+    _check_bad_input(proc, missing, 'load_from, resume=True')
     proc = run_tool_in_process([
         'tools/train.py', DIGITS_CONFIG, '--work-dir',
         str(tmp_path / 'w'), '--cfg-options', *opts, f'load_from={missing}'
