@@ -42,8 +42,8 @@ def load_embeddings(embeddings_file: str) -> Tuple[Tensor, Optional[List]]:
         data = data.get('embeddings')
     if not isinstance(data, Tensor) or data.dim() != 2:
         raise ConfigError(f'embeddings file "{embeddings_file}" holds no '
-                          'C x D tensor (expected what tools/build_neighbors'
-                          '.py --save-embeddings writes)')
+                          'C x D tensor (expected a tensor, or a dict with '
+                          'an "embeddings" tensor and "classes")')
     return data.float(), names
 
 

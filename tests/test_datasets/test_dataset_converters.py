@@ -29,8 +29,10 @@ EXDARK_TOOL = 'tools/dataset_converters/exdark_to_coco.py'
 
 def _convert(tool, root, out, *flags):
     """Run the converter ``tool`` on ``root`` writing ``out``; returns the
-    ``clipped: `` lines it printed on stderr and the COCO dict it wrote."""
-    proc = run_tool([tool, root, '--out', out, *flags])
+    ``clipped: `` lines it printed on stderr and the COCO dict it wrote
+    (in this process: the tools' exit status on bad input is checked as a
+    process below and in test_detection_datasets.py)."""
+    proc = run_tool_in_process([tool, root, '--out', out, *flags])
     assert proc.returncode == 0, proc.stderr[-3000:]
     clipped = [line for line in proc.stderr.splitlines()
                if line.startswith('clipped: ')]
